@@ -1,0 +1,33 @@
+"""simflib: training-run simulation for training data attribution (Simfluence, Guu et al. 2023)."""
+
+from simflib import curriculum, functional, metrics, synthetic
+from simflib.functional.linear import Observations, UnidentifiableError
+from simflib.metrics import evaluate, summarize
+from simflib.runs import PAPER_SPLIT, Run, RunSet
+from simflib.simulators import (
+    SimfluenceAdditive,
+    SimfluenceLinear,
+    SimfluenceMultiplicative,
+    Simulator,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PAPER_SPLIT",
+    "Observations",
+    "Run",
+    "RunSet",
+    "SimfluenceAdditive",
+    "SimfluenceLinear",
+    "SimfluenceMultiplicative",
+    "Simulator",
+    "UnidentifiableError",
+    "__version__",
+    "curriculum",
+    "evaluate",
+    "functional",
+    "metrics",
+    "summarize",
+    "synthetic",
+]

@@ -1,0 +1,24 @@
+"""Pure functions over arrays: fitting and simulating the linear Markov model, and the metrics."""
+
+from simflib.functional.linear import (
+    LinearFit,
+    Observations,
+    UnidentifiableError,
+    batching_matrix,
+    fit_linear,
+    observation_counts,
+    simulate_linear,
+)
+from simflib.functional.metrics import all_steps_mse, final_step_spearman
+
+__all__ = [
+    "LinearFit",
+    "Observations",
+    "UnidentifiableError",
+    "all_steps_mse",
+    "batching_matrix",
+    "final_step_spearman",
+    "fit_linear",
+    "observation_counts",
+    "simulate_linear",
+]
