@@ -241,6 +241,9 @@ class RunSet(Sequence[Run]):
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: no such run-set file")
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise ValueError(f"{path}: truncated or not a simflib run-set file (not an .npz archive)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}

@@ -1,0 +1,44 @@
+"""Shared fixtures: small synthetic problems with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simflib import curriculum, synthetic
+
+
+@pytest.fixture(scope="session")
+def few_shot_truth() -> synthetic.MarkovTruth:
+    return synthetic.markov_truth(100, 12, batch_size=4, seed=3)
+
+
+@pytest.fixture(scope="session")
+def few_shot_curricula() -> np.ndarray:
+    return curriculum.protocol(20, seed=11, n_train=100, subset_size=64, epochs=4, batch_size=4)
+
+
+def naive_simulate(curr: np.ndarray, l0: np.ndarray, A, B) -> np.ndarray:
+    """Eq. 1 with explicit loops: the reference the vectorized simulator is checked against."""
+    T, b = curr.shape
+    m = len(l0)
+    out = np.zeros((T + 1, m))
+    out[0] = l0
+    for t in range(T):
+        for j in range(m):
+            alpha = sum(A[j, i] for i in curr[t] if i >= 0) if A is not None else 1.0
+            beta = sum(B[j, i] for i in curr[t] if i >= 0) if B is not None else 0.0
+            out[t + 1, j] = alpha * out[t, j] + beta
+    return out
+
+
+def dense_design(batches: np.ndarray, before: np.ndarray, n: int) -> np.ndarray:
+    """Appendix A.1's X = [X^alpha X^beta] for one test example, built with loops."""
+    S = len(batches)
+    x = np.zeros((S, 2 * n))
+    for s in range(S):
+        for i in batches[s]:
+            if i >= 0:
+                x[s, i] += before[s]
+                x[s, n + i] += 1.0
+    return x

@@ -1,0 +1,102 @@
+"""Simulator classes: fitting, lambda selection on validation runs, refusing unseen examples, evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simflib import (
+    RunSet,
+    SimfluenceAdditive,
+    SimfluenceLinear,
+    SimfluenceMultiplicative,
+    Simulator,
+    evaluate,
+    summarize,
+    synthetic,
+)
+from simflib.functional.metrics import all_steps_mse
+from tests.conftest import naive_simulate
+
+
+@pytest.fixture(scope="module")
+def split(few_shot_truth, few_shot_curricula):
+    from simflib import curriculum
+
+    curr = curriculum.protocol(32, seed=4, n_train=100, subset_size=64, epochs=4, batch_size=4)
+    return synthetic.markov_runs(few_shot_truth, curr, noise=0.003, seed=7).split(seed=0)
+
+
+def test_classes_fit_the_same_problem_as_the_functional_core(split):
+    fit, _, _ = split
+    lin = SimfluenceLinear(100, l2=0.01).fit(fit)
+    add = SimfluenceAdditive(100, l2=0.01).fit(fit)
+    mul = SimfluenceMultiplicative(100, l2=0.01).fit(fit)
+    assert lin.A.shape == lin.B.shape == (12, 100)
+    assert add.A is None and mul.B is None
+    assert isinstance(lin, Simulator)
+    run = fit[0]
+    np.testing.assert_allclose(lin.simulate(run.curriculum, run.initial_loss), naive_simulate(run.curriculum, run.initial_loss, lin.A, lin.B))
+    np.testing.assert_allclose(add.simulate(run.curriculum, run.initial_loss), naive_simulate(run.curriculum, run.initial_loss, None, add.B))
+
+
+def test_lambda_chosen_by_validation_mse(split):
+    fit, val, _ = split
+    grid = [1e-4, 1e-2, 1.0, 100.0]
+    sim = SimfluenceLinear(100).fit(fit, val=val, l2_grid=grid)
+    table = sim.validation
+    assert table["l2"].tolist() == grid
+    assert sim.l2 == table.loc[table["val_all_steps_mse"].idxmin(), "l2"]
+    # The reported validation MSE is what a fresh fit at that lambda gives.
+    fresh = SimfluenceLinear(100, l2=100.0).fit(fit)
+    mse = np.mean([all_steps_mse(fresh.simulate(r.curriculum, r.initial_loss), r.losses) for r in val])
+    assert table.loc[table["l2"] == 100.0, "val_all_steps_mse"].item() == pytest.approx(mse, rel=1e-6)
+
+
+def test_linear_beats_ablations_on_linear_markov_data(split):
+    fit, val, test = split
+    grid = [1e-4, 1e-3, 1e-2, 1e-1]
+    per_run = [evaluate(cls(100).fit(fit, val=val, l2_grid=grid), test) for cls in (SimfluenceLinear, SimfluenceAdditive, SimfluenceMultiplicative)]
+    table = summarize(__import__("pandas").concat(per_run))
+    assert table.loc["SimfluenceLinear", "all_steps_mse_mean"] < table.loc["SimfluenceAdditive", "all_steps_mse_mean"]
+    assert table.loc["SimfluenceLinear", "runs"] == 10
+
+
+def test_summarize_matches_numpy(split):
+    fit, _, test = split
+    per_run = evaluate(SimfluenceLinear(100, l2=0.01).fit(fit), test, name="lin")
+    row = summarize(per_run).loc["lin"]
+    assert row["all_steps_mse_mean"] == pytest.approx(per_run["all_steps_mse"].mean())
+    assert row["final_step_spearman_std"] == pytest.approx(np.std(per_run["final_step_spearman"], ddof=1))
+    assert row["all_steps_mse"] == f"{row['all_steps_mse_mean']:.3f} ± {row['all_steps_mse_std']:.3f}"
+
+
+def test_unseen_training_example_is_refused_with_its_step():
+    rng = np.random.default_rng(0)
+    from simflib import Run
+
+    runs = RunSet([Run(rng.integers(0, 4, (30, 2)), rng.uniform(1, 2, (31, 3))) for _ in range(3)], n_train=6)
+    sim = SimfluenceLinear(6, l2=0.1).fit(runs)
+    with pytest.raises(ValueError, match="step 2 uses training example 5, which no fitted step observed"):
+        sim.simulate([[0, 1], [5, 1]], np.ones(3))
+    with pytest.raises(ValueError, match="curriculum 1, step 1 uses training example 4"):
+        sim.simulate([[[0, 1]], [[4, -1]]], np.ones(3))
+
+
+def test_usage_errors():
+    with pytest.raises(ValueError, match="not fitted"):
+        SimfluenceLinear(5).simulate([[0]], [1.0])
+    with pytest.raises(ValueError, match="n_train"):
+        SimfluenceLinear(0)
+    rng = np.random.default_rng(0)
+    from simflib import Run
+
+    runs = RunSet([Run(rng.integers(0, 4, (5, 2)), rng.uniform(1, 2, (6, 3)))], n_train=4)
+    with pytest.raises(ValueError, match="n_train=4 but the simulator was built for n_train=5"):
+        SimfluenceLinear(5).fit(runs)
+    with pytest.raises(ValueError, match="needs validation runs"):
+        SimfluenceLinear(4).fit(runs, l2_grid=[1.0])
+    with pytest.raises(ValueError, match="without an l2_grid"):
+        SimfluenceLinear(4).fit(runs, val=runs)
+    with pytest.raises(ValueError, match="no runs"):
+        SimfluenceLinear(4).fit([])
