@@ -160,7 +160,7 @@ def minimal_identifiable(n_train: int, batch_size: int) -> NDArray[np.int64]:
         batch_size: b >= 1.
 
     Returns:
-        (2n, b) int64 curriculum: the n-step curriculum, twice.
+        The (2n, b) int64 curriculum, the n-step curriculum twice.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -23,7 +23,8 @@ def evaluate(simulator: Simulator, runs: RunSet | Sequence[Run], *, name: str | 
         name: Label for the ``simulator`` column (default: the class name).
 
     Returns:
-        Tidy frame, one row per run: ``simulator``, ``run``, ``all_steps_mse``, ``final_step_spearman``.
+        A tidy frame with one row per run and columns ``simulator``, ``run``, ``all_steps_mse`` and
+        ``final_step_spearman``.
     """
     runs = list(runs)
     if not runs:

