@@ -130,7 +130,8 @@ def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | N
             run_chapter(name, overrides.get(name))
             status = "ok"
         except Exception as err:  # noqa: BLE001 - report every failing chapter, then fail the build
-            failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            detail = f"{err.ename}: {err.evalue}" if hasattr(err, "ename") else f"{type(err).__name__}: {err}"
+            failures.append(f"{name}: {detail} (see _build/executed/{name}.ipynb)")
             status = "FAILED"
         print(f"[book] {name}: {status} ({time.perf_counter() - start:.1f} s)", flush=True)
     staged = _stage(names)

@@ -48,14 +48,15 @@ def evaluate(simulator: Simulator, runs: RunSet | Sequence[Run], *, name: str | 
     return pd.DataFrame(rows)
 
 
-def summarize(per_run: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
+def summarize(per_run: pd.DataFrame, *, fmt: str = ".3g") -> pd.DataFrame:
     """Mean ± standard deviation over runs of each metric, per simulator, as in the paper's tables.
 
     The standard deviation is the sample one (``ddof=1``) over runs.
 
     Args:
         per_run: Output of :func:`evaluate` (several may be concatenated).
-        digits: Decimals in the formatted ``"mean ± std"`` columns.
+        fmt: Format spec of the numbers in the formatted ``"mean ± std"`` columns (the default keeps three
+            significant digits, so that small MSEs stay readable; the paper's tables use ``".3f"``).
 
     Returns:
         One row per simulator (in first-appearance order) with ``<metric>_mean``, ``<metric>_std`` and a
@@ -69,5 +70,5 @@ def summarize(per_run: pd.DataFrame, *, digits: int = 3) -> pd.DataFrame:
     for metric in metrics:
         mean, std = grouped[metric].mean(), grouped[metric].std(ddof=1)
         out[f"{metric}_mean"], out[f"{metric}_std"] = mean, std
-        out[metric] = [f"{mu:.{digits}f} ± {sd:.{digits}f}" for mu, sd in zip(mean[order], std[order])]
+        out[metric] = [f"{mu:{fmt}} ± {sd:{fmt}}" for mu, sd in zip(mean[order], std[order])]
     return out

@@ -241,16 +241,19 @@ class RunSet(Sequence[Run]):
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: no such run-set file")
-        with open(path, "rb") as f:
+        with open(path, "rb") as f:  # our handle, closed even when numpy fails half-way
             if f.read(4) != b"PK\x03\x04":
                 raise ValueError(f"{path}: truncated or not a simflib run-set file (not an .npz archive)")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except ValueError as err:  # object arrays refused because allow_pickle=False
-            raise ValueError(f"{path}: refuses to load pickled data ({err})") from None
-        except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
-            raise ValueError(f"{path}: truncated or not a simflib run-set file ({type(err).__name__}: {err})") from None
+            f.seek(0)
+            try:
+                with np.load(f, allow_pickle=False) as data:
+                    arrays = {name: data[name] for name in data.files}
+            except ValueError as err:  # object arrays refused because allow_pickle=False
+                raise ValueError(f"{path}: refuses to load pickled data ({err})") from None
+            except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
+                raise ValueError(
+                    f"{path}: truncated or not a simflib run-set file ({type(err).__name__}: {err})"
+                ) from None
         header = _read_header(arrays.pop("header", None), path)
         if header["sha256"] != _digest(arrays):
             raise ValueError(f"{path}: contents do not match the recorded sha256: the file was modified or damaged")

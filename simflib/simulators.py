@@ -5,14 +5,17 @@ test examples, ``simulate`` rolls Eq. 1 forward. Parameters follow the paper: ``
 ``B`` (m, n) additive influence of training example i on test example j.
 
 Policy for training examples never observed during fitting: their parameters are pure regularisation (A = B = 0,
-which for A means "this step wipes out the loss"), so :meth:`SimfluenceLinear.simulate` refuses curricula that use
-them, naming the example and the step.
+which for A means "this step wipes out the loss"). By default (``unseen="raise"``) :meth:`SimfluenceLinear.simulate`
+therefore refuses curricula that use them, naming the example and the step. With ``unseen="mean"`` such an example
+is assumed to act like the average *observed* training example for that test example: its A and B are imputed as
+the mean of the fitted A and B over observed examples. That is the natural prior when nothing is known about an
+example, and it keeps a step's multiplicative factor on the scale of observed steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -60,6 +63,8 @@ class SimfluenceLinear:
         n_train: Size of the training pool n.
         l2: lambda of Eq. 2 (added to a *sum* of squared errors). Overridden by ``fit(..., l2_grid=...)``.
         tol: Relative residual at which the conjugate-gradient solve stops.
+        unseen: What ``simulate`` does with training examples no fitted step observed: ``"raise"`` (default) or
+            ``"mean"`` (impute the mean influence of the observed examples; see the module docstring).
 
     Attributes (after ``fit``):
         A: (m, n) multiplicative influence (``None`` for the additive ablation).
@@ -70,11 +75,16 @@ class SimfluenceLinear:
 
     variant: ClassVar[Variant] = "linear"
 
-    def __init__(self, n_train: int, *, l2: float = 1e-3, tol: float = 1e-10) -> None:
+    def __init__(
+        self, n_train: int, *, l2: float = 1e-3, tol: float = 1e-10, unseen: Literal["raise", "mean"] = "raise"
+    ) -> None:
         if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
             raise ValueError(f"n_train must be a positive integer, got {n_train!r}")
         if not np.isfinite(l2) or l2 < 0:
             raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+        if unseen not in ("raise", "mean"):
+            raise ValueError(f"unseen must be 'raise' or 'mean', got {unseen!r}")
+        self.unseen = unseen
         self.n_train = int(n_train)
         self.l2 = float(l2)
         self.tol = tol
@@ -83,6 +93,7 @@ class SimfluenceLinear:
         self.counts: NDArray[np.int64] | None = None
         self.validation: pd.DataFrame | None = None
         self._fitted = False
+        self._imputed: tuple[NDArray[np.float64] | None, NDArray[np.float64] | None] = (None, None)
 
     def __repr__(self) -> str:
         state = f"m={self.m}" if self._fitted else "unfitted"
@@ -145,6 +156,19 @@ class SimfluenceLinear:
     def _set(self, result: LinearFit) -> None:
         self.A, self.B, self.counts = result.A, result.B, result.counts
         self._fitted = True
+        seen = result.counts > 0
+        if seen.all() or not seen.any():
+            self._imputed = (self.A, self.B)
+            return
+
+        def impute(p: NDArray[np.float64] | None) -> NDArray[np.float64] | None:
+            if p is None:
+                return None
+            out = p.copy()
+            out[:, ~seen] = p[:, seen].mean(axis=1, keepdims=True)
+            return out
+
+        self._imputed = (impute(self.A), impute(self.B))
 
     def _require_fitted(self) -> None:
         if not self._fitted:
@@ -161,11 +185,14 @@ class SimfluenceLinear:
             (T + 1, m) or (K, T + 1, m).
 
         Raises:
-            ValueError: If the curriculum uses a training example never observed during fitting.
+            ValueError: With ``unseen="raise"``, if the curriculum uses a training example never observed during
+                fitting.
         """
         self._require_fitted()
         assert self.counts is not None
         curr = as_curriculum(curriculum, n_train=self.n_train)
+        if self.unseen == "mean":
+            return simulate_linear(curr, initial_loss, A=self._imputed[0], B=self._imputed[1])
         unseen = (self.counts == 0)[np.where(curr == PAD, 0, curr)] & (curr != PAD)
         if unseen.any():
             pos = np.argwhere(unseen)[0]

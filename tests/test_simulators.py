@@ -68,7 +68,8 @@ def test_summarize_matches_numpy(split):
     row = summarize(per_run).loc["lin"]
     assert row["all_steps_mse_mean"] == pytest.approx(per_run["all_steps_mse"].mean())
     assert row["final_step_spearman_std"] == pytest.approx(np.std(per_run["final_step_spearman"], ddof=1))
-    assert row["all_steps_mse"] == f"{row['all_steps_mse_mean']:.3f} ± {row['all_steps_mse_std']:.3f}"
+    assert row["all_steps_mse"] == f"{row['all_steps_mse_mean']:.3g} ± {row['all_steps_mse_std']:.3g}"
+    assert summarize(per_run, fmt=".3f").loc["lin", "final_step_spearman"].count(".") == 2
 
 
 def test_unseen_training_example_is_refused_with_its_step():
@@ -100,3 +101,19 @@ def test_usage_errors():
         SimfluenceLinear(4).fit(runs, val=runs)
     with pytest.raises(ValueError, match="no runs"):
         SimfluenceLinear(4).fit([])
+
+
+def test_unseen_mean_policy_imputes_the_mean_observed_influence():
+    rng = np.random.default_rng(1)
+    from simflib import Run
+
+    runs = RunSet([Run(rng.integers(0, 4, (30, 2)), rng.uniform(1, 2, (31, 3))) for _ in range(3)], n_train=6)
+    sim = SimfluenceLinear(6, l2=0.1, unseen="mean").fit(runs)
+    a_mean, b_mean = sim.A[:, :4].mean(axis=1), sim.B[:, :4].mean(axis=1)
+    l0 = np.array([1.0, 2.0, 3.0])
+    out = sim.simulate([[5, 1]], l0)
+    expected = (a_mean + sim.A[:, 1]) * l0 + b_mean + sim.B[:, 1]
+    np.testing.assert_allclose(out[1], expected, rtol=1e-12)
+    np.testing.assert_array_equal(sim.A[:, 5], 0.0)  # the fitted parameters themselves are untouched
+    with pytest.raises(ValueError, match="unseen"):
+        SimfluenceLinear(6, unseen="zero")
