@@ -114,8 +114,12 @@ def _declared_parameters(notebook: Any, name: str) -> set[str]:
 
     for cell in notebook.cells:
         if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+            names: set[str] = set()
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+                for target in targets:
+                    names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+            return names
     raise ValueError(f"chapter {name!r} has no cell tagged 'parameters'")
 
 
@@ -176,8 +180,14 @@ def _student_config() -> Path:
 
 
 def _parse_value(text: str) -> Any:
-    """Parse a ``-p`` value as papermill does: YAML scalars and lists (``3``, ``1e-3``, ``true``, ``[1, 2]``)."""
-    return _yaml().safe_load(text)
+    """Parse a ``-p`` value: YAML scalars and lists (``3``, ``1e-3``, ``true``, ``[1, 2]``), else the string."""
+    value = _yaml().safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-3" as a string
+        except ValueError:
+            return value
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

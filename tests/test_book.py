@@ -1,0 +1,61 @@
+"""The book's form: jupytext chapters without outputs, a parameters cell each, papermill overrides that apply."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from simflib import book
+
+jupytext = pytest.importorskip("jupytext")
+
+
+def test_chapters_are_jupytext_markdown_with_a_parameters_cell():
+    names = book.chapters()
+    assert {"simulation_task", "data_requirements"} <= set(names)
+    for name in names:
+        nb = jupytext.read(book.BOOK / f"{name}.md")
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{name}: exactly one cell must be tagged 'parameters'"
+        assert book._declared_parameters(nb, name), f"{name}: the parameters cell assigns nothing"
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_no_notebooks_or_outputs_are_committed():
+    tracked = subprocess.run(["git", "ls-files", "book"], capture_output=True, text=True, cwd=book.ROOT).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    assert not [p for p in tracked if p.endswith(".ipynb")], "commit chapters as jupytext .md, not .ipynb"
+
+
+def test_smoke_parameters_exist_in_their_chapters():
+    for name, params in book.smoke_parameters().items():
+        nb = jupytext.read(book.BOOK / f"{name}.md")
+        assert set(params) <= book._declared_parameters(nb, name), name
+
+
+def test_unknown_chapter_or_parameter_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no chapter 'nope'"):
+        book.run_chapter("nope", output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"has no parameter\(s\) \['n_trian'\]"):
+        book.run_chapter("simulation_task", {"n_trian": 5}, output_dir=tmp_path)
+
+
+def test_a_chapter_runs_under_papermill_with_overrides(tmp_path):
+    params = dict(book.smoke_parameters()["simulation_task"], seed=7)
+    out = book.run_chapter("simulation_task", params, output_dir=tmp_path)
+    nb = json.loads(out.read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and "seed = 7" in "".join(injected[0]["source"])
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    # The glued number of steps follows the overridden protocol: ceil(20 / 4) * 4 epochs = 20 steps.
+    glued = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook", {}).get("name") == "T"]
+    assert glued and glued[0]["data"]["application/papermill.record/text/plain"] == "20"
+
+
+def test_parse_value_reads_yaml_scalars_and_lists():
+    assert book._parse_value("3") == 3 and book._parse_value("1e-3") == 1e-3
+    assert book._parse_value("[1, 2]") == [1, 2] and book._parse_value("true") is True
