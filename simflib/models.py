@@ -111,9 +111,16 @@ class Encoded:
     labels: torch.Tensor
 
     def select(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"input_ids": self.input_ids[index], "attention_mask": self.attention_mask[index]}
+        """Model inputs for the examples ``index``, cut to the longest real sequence among them.
+
+        Trailing padding is masked out of attention and pooling, so the cut changes no result; it only saves
+        compute on short texts.
+        """
+        mask = self.attention_mask[index]
+        length = int(mask.reshape(-1, mask.shape[-1]).sum(-1).max())
+        out = {"input_ids": self.input_ids[index][..., :length], "attention_mask": mask[..., :length]}
         if self.token_type_ids is not None:
-            out["token_type_ids"] = self.token_type_ids[index]
+            out["token_type_ids"] = self.token_type_ids[index][..., :length]
         return out
 
     def __len__(self) -> int:
@@ -174,12 +181,19 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def example_losses(model: ChoiceModel, data: Encoded, *, batch_size: int = 64) -> torch.Tensor:
-    """Per-example cross-entropy losses, (N,), without gradients."""
-    out = []
+def example_losses(model: ChoiceModel, data: Encoded, *, batch_size: int = 8) -> torch.Tensor:
+    """Per-example cross-entropy losses, (N,), without gradients.
+
+    Examples are batched in order of length, in small batches (so that each is cut to a similar length, see
+    :meth:`Encoded.select`) and the losses returned in the original order.
+    """
+    mask = data.attention_mask
+    lengths = mask.reshape(len(data), -1, mask.shape[-1]).sum(-1).amax(-1)
+    order = torch.argsort(lengths, stable=True)
+    out = torch.empty(len(data), dtype=torch.float32, device=data.labels.device)
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(data)))
+            index = order[start : start + batch_size]
             logits = model(**data.select(index))
-            out.append(nn.functional.cross_entropy(logits.float(), data.labels[index], reduction="none"))
-    return torch.cat(out)
+            out[index] = nn.functional.cross_entropy(logits.float(), data.labels[index], reduction="none")
+    return out
