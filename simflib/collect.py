@@ -181,8 +181,16 @@ class Setting:
         self.train_data = _to(encode(self.pool, tokenizer, mode=self.mode, max_length=config.max_length), config.device)
         self.test_data = _to(encode(self.test, tokenizer, mode=self.mode, max_length=config.max_length), config.device)
 
-    def run(self, run_index: int, *, progress: bool = False) -> tuple[Run, dict[str, np.ndarray], dict[str, Any]]:
-        """Train run ``run_index`` from the initial model; return the run, its checkpoints and its provenance."""
+    def run(
+        self, run_index: int, *, progress: bool = False, max_steps: int | None = None
+    ) -> tuple[Run, dict[str, np.ndarray], dict[str, Any]]:
+        """Train run ``run_index`` from the initial model; return the run, its checkpoints and its provenance.
+
+        Args:
+            run_index: Which run (its curriculum comes from the setting's seed).
+            progress: Show a per-step progress bar.
+            max_steps: Stop after this many steps (to check a prefix of a recorded run cheaply).
+        """
         import torch
 
         from simflib.models import example_losses, trainable_state
@@ -191,7 +199,7 @@ class Setting:
         self.model.load_state_dict(self.initial)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        curriculum = cfg.curriculum(run_index)
+        curriculum = cfg.curriculum(run_index)[:max_steps]
         T = curriculum.shape[0]
         keep = set(cfg.checkpoint_steps(T))
         losses = np.empty((T + 1, cfg.m))
@@ -241,6 +249,12 @@ def run_job(config: CollectConfig, run_index: int) -> tuple[Run, dict[str, np.nd
         _SETTINGS.clear()
         _SETTINGS[key] = Setting(config)
     return _SETTINGS[key].run(run_index)
+
+
+def regenerate(out_dir: str | os.PathLike[str], run_index: int, *, max_steps: int | None = None) -> Run:
+    """Re-train run ``run_index`` of a collected folder from its recorded configuration (on this machine)."""
+    config = CollectConfig(**json.loads((Path(out_dir) / "config.json").read_text())["config"])
+    return Setting(config).run(run_index, max_steps=max_steps)[0]
 
 
 def run_path(out_dir: Path, run_index: int) -> Path:
