@@ -210,7 +210,7 @@ class Setting:
         losses[0] = example_losses(self.model, self.test_data).cpu().numpy()
         steps = range(T)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             steps = tqdm(steps, desc=f"run {run_index}", leave=False, unit="step")
         for t in steps:
@@ -352,7 +352,7 @@ def collect(
         atomic_write(out / "config.json", lambda f: f.write(meta.encode()))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=config.n_runs, initial=config.n_runs - len(missing), desc=f"{config.task}/{config.model}/{config.method}", unit="run")
 

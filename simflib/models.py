@@ -16,6 +16,7 @@ seed so that every run of a setting starts from the same model.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,11 @@ def load_encoder(name: str, *, offline: bool = True) -> tuple[nn.Module, object]
         ValueError: If the model cannot be found (offline, not cached), before any training starts.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = resolve_model(name)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no per-load progress bars in logs and rendered chapters
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
         encoder = AutoModel.from_pretrained(path, local_files_only=offline, attn_implementation="eager")
@@ -62,6 +66,9 @@ def load_encoder(name: str, *, offline: bool = True) -> tuple[nn.Module, object]
         raise ValueError(
             f"model {name!r} could not be loaded{' offline' if offline else ''} from {path!r}: {str(err).splitlines()[0]}"
         ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return encoder, tokenizer
 
 
@@ -170,7 +177,10 @@ def apply_method(model: ChoiceModel, method: str, *, lora_rank: int = 8) -> Choi
         config = peft.IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])
     else:
         config = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=["query", "value"])
-    model.encoder = peft.get_peft_model(model.encoder, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads an attribute that transformers 5 deprecates; nothing for a user to act on.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model.encoder = peft.get_peft_model(model.encoder, config)
     for p in model.head.parameters():
         p.requires_grad_(True)
     return model

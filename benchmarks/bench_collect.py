@@ -1,0 +1,69 @@
+"""Cost of recording a run, step by step, against its two unavoidable parts measured in the same process.
+
+Per step, collection must train once and score the m test examples once. This benchmark times a full recorded
+run of a setting and, separately, the same number of bare training steps and bare batched scoring passes, and
+prints the ratio (target: <= 1.15). It also prints one full run's wall time per setting.
+
+Run: ``python benchmarks/bench_collect.py [--settings boolq-minilm-ia3 ...] [--steps 16]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+import torch
+
+from simflib.collect import DEFAULT_SETTINGS, Setting
+from simflib.models import example_losses
+
+
+def measure(name: str, steps: int) -> tuple[str, float, float, float]:
+    config = dataclasses.replace(DEFAULT_SETTINGS[name], checkpoints=10)
+    setting = Setting(config)
+    setting.run(0, max_steps=2)  # warm up
+    start = time.perf_counter()
+    run, _, _ = setting.run(0, max_steps=steps)
+    per_step_collect = (time.perf_counter() - start) / steps
+
+    model = setting.model
+    model.load_state_dict(setting.initial)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    curriculum = config.curriculum(0)
+    start = time.perf_counter()
+    for t in range(steps):
+        batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0])
+        loss = torch.nn.functional.cross_entropy(model(**setting.train_data.select(batch)), setting.train_data.labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    train = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    for _ in range(steps):
+        example_losses(model, setting.test_data)
+    score = (time.perf_counter() - start) / steps
+    full_run = per_step_collect * curriculum.shape[0] + score
+    return name, per_step_collect / (train + score), per_step_collect, full_run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", nargs="*", default=["boolq-minilm-ia3", "piqa-minilm-ia3"])
+    parser.add_argument("--steps", type=int, default=16)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps per measurement\n")
+    print(f"{'setting':<22} {'collect/(train+score)':>22} {'s/step':>8} {'one full run (s)':>17}")
+    ok = True
+    for name in args.settings:
+        name, ratio, per_step, full = measure(name, args.steps)
+        ok &= ratio <= 1.15
+        print(f"{name:<22} {ratio:22.3f} {per_step:8.2f} {full:17.0f}")
+    print(f"\n[{'ok' if ok else 'MISSED'}] collection overhead <= 1.15 x (training step + scoring)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
