@@ -119,3 +119,19 @@ def test_config_json_is_the_provenance(tmp_path, tiny_bert):
     assert set(info) >= {"fingerprint", "versions", "command", "pool_ids", "test_ids", "python"}
     run_meta = load_collected(tmp_path).meta["runs"][0]
     assert run_meta["wall_time_s"] > 0 and run_meta["device"] == "cpu"
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_every_method_trains_deterministically(tmp_path, tiny_bert, method):
+    from safetensors.numpy import load_file
+
+    cfg = _config(tiny_bert, method=method, n_runs=1, lr=0.01, checkpoints=2)
+    a = collect(cfg, tmp_path / "a", progress=False)
+    b = collect(cfg, tmp_path / "b", progress=False)
+    np.testing.assert_allclose(a[0].losses, b[0].losses, atol=1e-6)
+    assert np.abs(np.diff(a[0].losses, axis=0)).max() > 0
+    names = {k.split("/", 1)[1] for k in load_file(str(tmp_path / "a" / "run-00000.ckpt.safetensors"))}
+    if method == "lora":
+        assert all("lora_" in n or n.startswith("head.") for n in names)
+    else:
+        assert any("word_embeddings" in n for n in names)  # full tuning trains (and saves) everything
