@@ -5,7 +5,7 @@ Chapters are jupytext MyST files under ``book/`` with a ``parameters``-tagged ce
     python -m simflib.book run simulation_task -p n_runs 16 -p seed 3   # one chapter, with overrides
     python -m simflib.book build                                        # every chapter, then HTML
     python -m simflib.book build --smoke                                # tiny parameters (book/smoke.yml)
-    python -m simflib.book build --student                              # solutions hidden
+    python -m simflib.book build --student --reuse                      # solutions hidden
 
 Executed notebooks go to ``_build/executed/``; the HTML to ``_build/html`` (``_build/student/_build/html`` for
 the student edition). A chapter whose cell fails still leaves its partly executed notebook (for the error report);
@@ -15,6 +15,7 @@ the build then fails after the HTML is made, so every failure is visible at once
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -123,12 +124,25 @@ def _declared_parameters(notebook: Any, name: str) -> set[str]:
     raise ValueError(f"chapter {name!r} has no cell tagged 'parameters'")
 
 
-def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | None = None) -> int:
-    """Execute chapters, stage the sources, and build the HTML. Returns a process exit code."""
+def build(
+    *, smoke: bool = False, student: bool = False, only: Sequence[str] | None = None, reuse: bool = False
+) -> int:
+    """Execute chapters, stage the sources, and build the HTML. Returns a process exit code.
+
+    Args:
+        smoke: Use the tiny parameters of ``book/smoke.yml``.
+        student: Build the student edition (exercise solutions hidden) into ``_build/student``.
+        only: Chapters to execute (default: all).
+        reuse: Skip chapters whose executed notebook is newer than their source.
+    """
     names = list(only) if only else chapters()
     overrides = smoke_parameters() if smoke else {}
     failures: list[str] = []
     for name in names:
+        executed = EXECUTED / f"{name}.ipynb"
+        if reuse and executed.is_file() and executed.stat().st_mtime > (BOOK / f"{name}.md").stat().st_mtime:
+            print(f"[book] {name}: reused {executed.relative_to(ROOT)}", flush=True)
+            continue
         start = time.perf_counter()
         try:
             run_chapter(name, overrides.get(name))
@@ -138,7 +152,7 @@ def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | N
             failures.append(f"{name}: {detail} (see _build/executed/{name}.ipynb)")
             status = "FAILED"
         print(f"[book] {name}: {status} ({time.perf_counter() - start:.1f} s)", flush=True)
-    staged = _stage(names)
+    staged = _stage(chapters(), student=student)
     # jupyter-book writes to <path-output>/_build/html.
     out = BUILD / "student" if student else ROOT
     config = _student_config() if student else ROOT / "_config.yml"
@@ -154,24 +168,69 @@ def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | N
     return code
 
 
-def _stage(names: Sequence[str]) -> Path:
-    """Copy the book's non-chapter files and the executed chapters into ``_build/src``."""
-    staged = BUILD / "src"
+def _stage(names: Sequence[str], *, student: bool = False) -> Path:
+    """Copy the book's non-chapter files and the executed chapters into ``_build/src`` (``_build/student_src``
+    for the student edition, whose notebooks have their exercise solutions removed)."""
+    staged = BUILD / ("student_src" if student else "src")
     if staged.exists():
         shutil.rmtree(staged)
     shutil.copytree(BOOK, staged, ignore=shutil.ignore_patterns("*.ipynb", "_build", ".ipynb_checkpoints"))
     for name in names:
         (staged / f"{name}.md").unlink(missing_ok=True)
         executed = EXECUTED / f"{name}.ipynb"
-        if executed.is_file():
+        if not executed.is_file():
+            continue
+        if student:
+            import nbformat
+
+            notebook = nbformat.read(executed, as_version=4)
+            notebook.cells = strip_solutions(notebook.cells)
+            nbformat.write(notebook, staged / f"{name}.ipynb")
+        else:
             shutil.copy2(executed, staged / f"{name}.ipynb")
     return staged
+
+
+_SOLUTION_START = re.compile(r"```\{solution-start\}")
+_SOLUTION_END = re.compile(r"```\{solution-end\}\s*```")
+
+
+def strip_solutions(cells: list[Any]) -> list[Any]:
+    """Remove gated solutions (from a ``solution-start`` fence through its ``solution-end`` fence) from cells.
+
+    The student edition removes solutions instead of relying on sphinx-exercise's ``hide_solutions``, which
+    crashes on gated solutions (executablebooks/sphinx-exercise#89).
+    """
+    out: list[Any] = []
+    inside = False
+    for cell in cells:
+        text = cell.source
+        if not inside:
+            start = _SOLUTION_START.search(text) if cell.cell_type == "markdown" else None
+            if start is None:
+                out.append(cell)
+                continue
+            head, text, inside = text[: start.start()], text[start.start() :], True
+            if head.strip():
+                cell.source = head
+                out.append(cell)
+        if inside and cell.cell_type == "markdown":
+            end = _SOLUTION_END.search(text)
+            if end is not None:
+                inside = False
+                tail = text[end.end() :]
+                if tail.strip():
+                    cell = cell.copy()
+                    cell.source = tail
+                    out.append(cell)
+    if inside:
+        raise ValueError("a solution-start fence has no matching solution-end")
+    return out
 
 
 def _student_config() -> Path:
     yaml = _yaml()
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
     config["title"] = f"{config.get('title', '')} (student edition)"
     path = BUILD / "student_config.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bld.add_argument("--smoke", action="store_true", help="tiny parameters from book/smoke.yml")
     bld.add_argument("--student", action="store_true", help="hide exercise solutions")
     bld.add_argument("--only", nargs="*", help="chapters to execute (default: all)")
+    bld.add_argument("--reuse", action="store_true", help="skip chapters whose executed notebook is up to date")
     sub.add_parser("list", help="list the chapters")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -211,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = run_chapter(args.chapter, params, output_dir=args.output_dir)
         print(out)
         return 0
-    return build(smoke=args.smoke, student=args.student, only=args.only)
+    return build(smoke=args.smoke, student=args.student, only=args.only, reuse=args.reuse)
 
 
 if __name__ == "__main__":

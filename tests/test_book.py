@@ -59,3 +59,19 @@ def test_a_chapter_runs_under_papermill_with_overrides(tmp_path):
 def test_parse_value_reads_yaml_scalars_and_lists():
     assert book._parse_value("3") == 3 and book._parse_value("1e-3") == 1e-3
     assert book._parse_value("[1, 2]") == [1, 2] and book._parse_value("true") is True
+
+
+def test_student_edition_strips_gated_solutions():
+    nbformat = pytest.importorskip("nbformat")
+    cells = [
+        nbformat.v4.new_markdown_cell("Intro\n```{exercise-end}\n```\n\n```{solution-start} ex\n:class: dropdown\n```\nAnswer text"),
+        nbformat.v4.new_code_cell("secret = 42"),
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```\nAfter the solution."),
+        nbformat.v4.new_code_cell("visible = 1"),
+    ]
+    kept = book.strip_solutions(cells)
+    text = "".join(c.source for c in kept)
+    assert "secret" not in text and "Answer text" not in text and "solution-start" not in text
+    assert "Intro" in text and "After the solution." in text and "visible = 1" in text
+    with pytest.raises(ValueError, match="no matching solution-end"):
+        book.strip_solutions([nbformat.v4.new_markdown_cell("```{solution-start} ex\n```\nx")])
