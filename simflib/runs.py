@@ -232,13 +232,18 @@ class RunSet(Sequence[Run]):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunSet:
-        """Read a run set written by :meth:`save`, never unpickling anything.
+        """Read a run set written by :meth:`save` (or a folder written by :func:`simflib.collect.collect`), never
+        unpickling anything.
 
         Raises:
             ValueError: If the file is missing, truncated, not a simflib run set, of an unknown version, holds
                 pickled objects, or its contents do not match the recorded checksum.
         """
         path = Path(path)
+        if path.is_dir():
+            from simflib.collect import load_collected
+
+            return load_collected(path)
         if not path.is_file():
             raise ValueError(f"{path}: no such run-set file")
         with open(path, "rb") as f:  # our handle, closed even when numpy fails half-way

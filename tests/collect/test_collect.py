@@ -118,6 +118,9 @@ def test_config_json_is_the_provenance(tmp_path, tiny_bert):
     assert info["config"]["task"] == "piqa" and info["versions"]["torch"]
     assert set(info) >= {"fingerprint", "versions", "command", "pool_ids", "test_ids", "python"}
     run_meta = load_collected(tmp_path).meta["runs"][0]
+    from simflib import RunSet
+
+    assert len(RunSet.load(tmp_path)) == 1  # a collected folder loads like a file
     assert run_meta["wall_time_s"] > 0 and run_meta["device"] == "cpu"
 
 
