@@ -93,14 +93,30 @@ class ChoiceModel(nn.Module):
             self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=generator) * 0.02)
             self.head.bias.zero_()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of shape (B, n_labels) or (B, k) from inputs of shape (B, L) or (B, k, L)."""
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        prebuilt_mask: bool = False,
+    ) -> torch.Tensor:
+        """Logits of shape (B, n_labels) or (B, k) from inputs of shape (B, L) or (B, k, L).
+
+        With ``prebuilt_mask`` the encoder gets a 4-D float attention mask built here, which avoids the
+        data-dependent mask preparation inside transformers that ``torch.func.vmap`` cannot trace.
+        """
         lead = input_ids.shape[:-1]
-        flat = {"input_ids": input_ids.reshape(-1, input_ids.shape[-1]), "attention_mask": attention_mask.reshape(-1, input_ids.shape[-1])}
+        length = input_ids.shape[-1]
+        mask2d = attention_mask.reshape(-1, length)
+        flat = {"input_ids": input_ids.reshape(-1, length), "attention_mask": mask2d}
+        if prebuilt_mask:
+            dtype = next(self.head.parameters()).dtype
+            flat["attention_mask"] = (1.0 - mask2d[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
         if token_type_ids is not None:
-            flat["token_type_ids"] = token_type_ids.reshape(-1, input_ids.shape[-1])
+            flat["token_type_ids"] = token_type_ids.reshape(-1, length)
         hidden = self.encoder(**flat).last_hidden_state
-        mask = flat["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mask = mask2d.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         scores = self.head(pooled)
         if self.mode == "classification":
