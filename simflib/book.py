@@ -153,9 +153,10 @@ def build(
             status = "FAILED"
         print(f"[book] {name}: {status} ({time.perf_counter() - start:.1f} s)", flush=True)
     staged = _stage(chapters(), student=student)
+    mathjax = _local_mathjax(staged)
     # jupyter-book writes to <path-output>/_build/html.
     out = BUILD / "student" if student else ROOT
-    config = _student_config() if student else ROOT / "_config.yml"
+    config = _build_config(student=student, mathjax=mathjax)
     cmd = [
         str(Path(sys.executable).with_name("jupyter-book")), "build", str(staged),
         "--config", str(config), "--toc", str(staged / "_toc.yml"), "--path-output", str(out),
@@ -228,13 +229,53 @@ def strip_solutions(cells: list[Any]) -> list[Any]:
     return out
 
 
-def _student_config() -> Path:
+MATHJAX = "mathjax@3.2.2"
+
+
+def _local_mathjax(staged: Path) -> str | None:
+    """Serve MathJax from the book itself, so that math renders offline.
+
+    The pinned npm package is fetched once (``npm pack``) into ``_build/cache`` and its self-contained
+    ``es5/tex-svg.js`` copied into the staged ``_static``. Without npm the book falls back to the CDN default.
+
+    Returns:
+        The ``mathjax_path`` (relative to ``_static``), or None for the default.
+    """
+    import tarfile
+
+    cache = BUILD / "cache"
+    archive = cache / f"{MATHJAX.replace('@', '-')}.tgz"
+    if not archive.is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            print("[book] npm not found: math will load MathJax from its CDN", flush=True)
+            return None
+        cache.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([npm, "pack", MATHJAX, "--silent"], cwd=cache, capture_output=True, text=True)
+        if done.returncode != 0 or not archive.is_file():
+            print(f"[book] could not fetch {MATHJAX}: math will load MathJax from its CDN", flush=True)
+            return None
+    target = staged / "_static" / "mathjax" / "tex-svg.js"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("package/es5/tex-svg.js")
+        if member is None:
+            return None
+        target.write_bytes(member.read())
+    return "mathjax/tex-svg.js"
+
+
+def _build_config(*, student: bool, mathjax: str | None) -> Path:
+    """The book's ``_config.yml`` with this build's additions (edition title, local MathJax)."""
     yaml = _yaml()
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["title"] = f"{config.get('title', '')} (student edition)"
-    path = BUILD / "student_config.yml"
+    if student:
+        config["title"] = f"{config.get('title', '')} (student edition)"
+    if mathjax:
+        config.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = mathjax
+    path = BUILD / ("student_config.yml" if student else "config.yml")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 

@@ -57,6 +57,16 @@ def test_images_exist_and_are_images(name):
         assert target.stat().st_size > 1000, f"{name}: {src} is suspiciously small"
 
 
+@pytest.mark.parametrize("name", book.chapters())
+def test_chapters_that_plot_show_their_figures(name):
+    source = (book.BOOK / f"{name}.md").read_text()
+    plotted = len(re.findall(r"plt\.subplots\(", source))
+    if plotted == 0:
+        pytest.skip(f"{name} draws no figure")
+    images = [img for img in _soup(name).find_all("img") if "_images" in img.get("src", "")]
+    assert images, f"{name}: the chapter draws figures but the page shows none"
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_tables_are_not_empty(name):
     soup = _soup(name)
@@ -73,7 +83,8 @@ def test_chromium_renders_a_screenshot(name):
     shot.unlink(missing_ok=True)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={SHOTS / '.profile'}", "--hide-scrollbars", "--window-size=1280,2400"]
+             f"--user-data-dir={SHOTS / '.profile'}", "--hide-scrollbars", "--window-size=1280,2400",
+             "--virtual-time-budget=8000"]  # let MathJax typeset before the capture
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", (HTML / f"{name}.html").as_uri()],
                    check=True, capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000, f"{name}: Chromium produced no screenshot"
