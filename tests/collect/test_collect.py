@@ -138,3 +138,16 @@ def test_every_method_trains_deterministically(tmp_path, tiny_bert, method):
         assert all("lora_" in n or n.startswith("head.") for n in names)
     else:
         assert any("word_embeddings" in n for n in names)  # full tuning trains (and saves) everything
+
+
+def test_dask_local_cluster_executor_gives_the_same_runs(tmp_path, tiny_bert):
+    distributed = pytest.importorskip("distributed")
+    cfg = _config(tiny_bert, n_runs=3)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            runs = collect(cfg, tmp_path / "dask", executor=client.get_executor(), progress=False)
+    reference = collect(cfg, tmp_path / "inline", progress=False)
+    assert len(runs) == 3
+    for r, s in zip(runs, reference):
+        np.testing.assert_array_equal(r.curriculum, s.curriculum)
+        np.testing.assert_allclose(r.losses, s.losses, atol=1e-6)
