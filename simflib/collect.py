@@ -191,6 +191,28 @@ class Setting:
             progress: Show a per-step progress bar.
             max_steps: Stop after this many steps (to check a prefix of a recorded run cheaply).
         """
+        curriculum = self.config.curriculum(run_index)[:max_steps]
+        keep = self.config.checkpoint_steps(curriculum.shape[0])
+        run, checkpoints, wall = self._train(curriculum, keep=keep, progress=progress, label=f"run {run_index}")
+        info = {"run_index": run_index, "wall_time_s": wall, "checkpoint_steps": sorted(keep)}
+        return run, checkpoints, info
+
+    def train_curriculum(self, curriculum: np.ndarray, *, progress: bool = False) -> Run:
+        """Train from the setting's initial model on any curriculum (e.g. a counterfactual edit) and record it.
+
+        Args:
+            curriculum: (T, b) indices into the setting's training pool, -1 padding.
+        """
+        from simflib._validation import as_curriculum
+
+        curr = as_curriculum(curriculum, n_train=self.config.n_pool)
+        if curr.ndim != 2:
+            raise ValueError(f"curriculum must have shape (T, b), got {curr.shape}")
+        return self._train(curr, keep=(), progress=progress, label="curriculum")[0]
+
+    def _train(
+        self, curriculum: np.ndarray, *, keep: Sequence[int], progress: bool, label: str
+    ) -> tuple[Run, dict[str, np.ndarray], float]:
         import torch
 
         from simflib.models import example_losses, trainable_state
@@ -199,9 +221,8 @@ class Setting:
         self.model.load_state_dict(self.initial)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        curriculum = cfg.curriculum(run_index)[:max_steps]
         T = curriculum.shape[0]
-        keep = set(cfg.checkpoint_steps(T))
+        keep = set(keep)
         losses = np.empty((T + 1, cfg.m))
         train_loss = np.empty(T)
         learning_rate = np.full(T, cfg.lr)
@@ -212,12 +233,16 @@ class Setting:
         if progress:
             from tqdm import tqdm
 
-            steps = tqdm(steps, desc=f"run {run_index}", leave=False, unit="step")
+            steps = tqdm(steps, desc=label, leave=False, unit="step")
         for t in steps:
             if t in keep:
                 for name, value in trainable_state(self.model).items():
                     checkpoints[f"step{t:05d}/{name}"] = value.cpu().numpy()
             batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0], device=cfg.device)
+            if batch.numel() == 0:  # an emptied step (e.g. a removal without repacking) trains nothing
+                train_loss[t] = np.nan
+                losses[t + 1] = losses[t]
+                continue
             logits = self.model(**self.train_data.select(batch))
             loss = torch.nn.functional.cross_entropy(logits.float(), self.train_data.labels[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -226,9 +251,8 @@ class Setting:
             train_loss[t] = loss.detach().item()
             losses[t + 1] = example_losses(self.model, self.test_data).cpu().numpy()
         wall = time.perf_counter() - start
-        run = Run(curriculum, losses, {"train_loss": train_loss, "learning_rate": learning_rate})
-        info = {"run_index": run_index, "wall_time_s": wall, "checkpoint_steps": sorted(keep)}
-        return run, checkpoints, info
+        extras = {"train_loss": train_loss, "learning_rate": learning_rate}  # NaN: an emptied step trained nothing
+        return Run(curriculum, losses, extras), checkpoints, wall
 
 
 def _to(data, device: str):  # type: ignore[no-untyped-def]

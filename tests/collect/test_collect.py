@@ -151,3 +151,18 @@ def test_dask_local_cluster_executor_gives_the_same_runs(tmp_path, tiny_bert):
     for r, s in zip(runs, reference):
         np.testing.assert_array_equal(r.curriculum, s.curriculum)
         np.testing.assert_allclose(r.losses, s.losses, atol=1e-6)
+
+
+def test_train_curriculum_matches_the_recorded_run_and_trains_edits(tmp_path, tiny_bert):
+    from simflib import curriculum as C
+    from simflib.collect import Setting
+
+    cfg = _config(tiny_bert, n_runs=1, subset_size=12)
+    recorded = collect(cfg, tmp_path, progress=False)[0]
+    setting = Setting(cfg)
+    again = setting.train_curriculum(recorded.curriculum)
+    np.testing.assert_allclose(again.losses, recorded.losses, atol=1e-6)
+    edited = setting.train_curriculum(C.swap_steps(recorded.curriculum, 1, 3))
+    assert not np.allclose(edited.losses[1], recorded.losses[1])  # a different first step changes the trajectory
+    with pytest.raises(ValueError, match="out of range"):
+        setting.train_curriculum([[0, 99]])
