@@ -34,8 +34,8 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from simflib._validation import PAD, as_curriculum, as_losses
-from simflib.functional.linear import Observations
+from simflib._validation import as_curriculum, as_losses
+from simflib.functional.linear import Observations, pad_batches
 
 FORMAT = "simflib.runset"
 VERSION = 1
@@ -177,7 +177,7 @@ class RunSet(Sequence[Run]):
     def observations(self) -> Observations:
         """All one-step observations ``(c_t, L_{t-1}, L_t)`` of all runs, for fitting (Eq. 2-3)."""
         b = max(r.curriculum.shape[1] for r in self._runs)
-        batches = np.concatenate([_pad(r.curriculum, b) for r in self._runs])
+        batches = np.concatenate([pad_batches(r.curriculum, b) for r in self._runs])
         before = np.concatenate([r.losses[:-1] for r in self._runs])
         after = np.concatenate([r.losses[1:] for r in self._runs])
         return Observations(batches, before, after, self.n_train)
@@ -273,7 +273,7 @@ class RunSet(Sequence[Run]):
         arrays: dict[str, NDArray[Any]] = {
             "steps": np.array([r.n_steps for r in self._runs], dtype=np.int64),
             "batch_sizes": np.array([r.curriculum.shape[1] for r in self._runs], dtype=np.int64),
-            "curricula": np.concatenate([_pad(r.curriculum, b) for r in self._runs]),
+            "curricula": np.concatenate([pad_batches(r.curriculum, b) for r in self._runs]),
             "losses": np.concatenate([r.losses for r in self._runs]),
         }
         for name in names:
@@ -323,12 +323,6 @@ def atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _pad(curriculum: NDArray[np.int64], b: int) -> NDArray[np.int64]:
-    if curriculum.shape[1] == b:
-        return curriculum
-    return np.pad(curriculum, ((0, 0), (0, b - curriculum.shape[1])), constant_values=PAD)
 
 
 def _digest(arrays: Mapping[str, NDArray[Any]]) -> str:

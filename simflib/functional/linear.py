@@ -108,7 +108,7 @@ class Observations:
                     f"differ from part 0 (n_train={n_train}, m={m})"
                 )
         b = max(part.batches.shape[1] for part in parts)
-        batches = np.concatenate([_pad_batches(part.batches, b) for part in parts])
+        batches = np.concatenate([pad_batches(part.batches, b) for part in parts])
         return cls(
             batches,
             np.concatenate([part.loss_before for part in parts]),
@@ -135,7 +135,8 @@ class Observations:
         return self._q
 
 
-def _pad_batches(batches: NDArray[np.int64], b: int) -> NDArray[np.int64]:
+def pad_batches(batches: NDArray[np.int64], b: int) -> NDArray[np.int64]:
+    """Widen (..., b0) batches to (..., b) with -1 padding (b >= b0)."""
     if batches.shape[-1] == b:
         return batches
     pad = np.full(batches.shape[:-1] + (b - batches.shape[-1],), PAD, dtype=np.int64)
