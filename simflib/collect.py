@@ -43,6 +43,10 @@ PROTOCOLS = {
 }
 
 
+# Fields that do not change what a run trains on or how (see CollectConfig.fingerprint).
+UNFINGERPRINTED = ("n_runs", "checkpoints", "device")
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     """One setting of recorded runs.
@@ -101,9 +105,10 @@ class CollectConfig:
         return cls(**{**PROTOCOLS[protocol], **fields})
 
     def fingerprint(self) -> str:
-        """Hash of every field that shapes a run's trajectory: all but ``n_runs`` (a setting can be extended) and
-        ``checkpoints`` (what is saved, not what is trained)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("n_runs", "checkpoints")}
+        """Hash of every field that shapes a run's trajectory: all but ``n_runs`` (a setting can be extended),
+        ``checkpoints`` (what is saved, not what is trained) and ``device`` (where it is trained: CPU and GPU
+        trajectories of one run differ only by float rounding, and each run records its own device)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in UNFINGERPRINTED}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> None:
@@ -168,6 +173,9 @@ class Setting:
         from simflib.tasks import load_task, pool_and_test
 
         config.validate()
+        if config.device.startswith("cuda"):
+            torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on a GPU too (no TF32 matmuls)
+            torch.backends.cudnn.allow_tf32 = False
         self.config = config
         examples = load_task(config.task, data_dir=config.data_dir)
         self.pool, self.test = pool_and_test(examples, n_pool=config.n_pool, m=config.m, seed=config.seed)
@@ -334,7 +342,7 @@ def _check_folder(out_dir: Path, config: CollectConfig) -> None:
     if fingerprint != config.fingerprint():
         theirs = existing.get("config", {})
         differ = sorted(
-            k for k, v in dataclasses.asdict(config).items() if k not in ("n_runs", "checkpoints") and theirs.get(k) != v
+            k for k, v in dataclasses.asdict(config).items() if k not in UNFINGERPRINTED and theirs.get(k) != v
         )
         raise ValueError(
             f"{out_dir} holds runs of a different configuration (fields that differ: {', '.join(differ) or '?'}); "

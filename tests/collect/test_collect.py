@@ -166,3 +166,9 @@ def test_train_curriculum_matches_the_recorded_run_and_trains_edits(tmp_path, ti
     assert not np.allclose(edited.losses[1], recorded.losses[1])  # a different first step changes the trajectory
     with pytest.raises(ValueError, match="out of range"):
         setting.train_curriculum([[0, 99]])
+
+
+def test_device_is_not_part_of_the_fingerprint_but_the_data_is():
+    cpu = CollectConfig(task="boolq")
+    assert CollectConfig(task="boolq", device="cuda").fingerprint() == cpu.fingerprint()
+    assert CollectConfig(task="boolq", lr=2e-2).fingerprint() != cpu.fingerprint()
