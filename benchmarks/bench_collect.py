@@ -20,8 +20,13 @@ from simflib.collect import DEFAULT_SETTINGS, Setting
 from simflib.models import example_losses
 
 
-def measure(name: str, steps: int) -> tuple[str, float, float, float]:
-    config = dataclasses.replace(DEFAULT_SETTINGS[name], checkpoints=10)
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(name: str, steps: int, device: str) -> tuple[str, float, float, float]:
+    config = dataclasses.replace(DEFAULT_SETTINGS[name], checkpoints=10, device=device)
     setting = Setting(config)
     setting.run(0, max_steps=2)  # warm up
     start = time.perf_counter()
@@ -35,15 +40,17 @@ def measure(name: str, steps: int) -> tuple[str, float, float, float]:
     curriculum = config.curriculum(0)
     start = time.perf_counter()
     for t in range(steps):
-        batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0])
+        batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0], device=device)
         loss = torch.nn.functional.cross_entropy(model(**setting.train_data.select(batch)), setting.train_data.labels[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    _sync(device)
     train = (time.perf_counter() - start) / steps
     start = time.perf_counter()
     for _ in range(steps):
-        example_losses(model, setting.test_data)
+        example_losses(model, setting.test_data, batch_size=setting.eval_batch)
+    _sync(device)
     score = (time.perf_counter() - start) / steps
     full_run = per_step_collect * curriculum.shape[0] + score
     return name, per_step_collect / (train + score), per_step_collect, full_run
@@ -53,12 +60,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", nargs="*", default=["boolq-minilm-ia3", "piqa-minilm-ia3"])
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps per measurement\n")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, {where}, {args.steps} steps per measurement\n")
     print(f"{'setting':<22} {'collect/(train+score)':>22} {'s/step':>8} {'one full run (s)':>17}")
     ok = True
     for name in args.settings:
-        name, ratio, per_step, full = measure(name, args.steps)
+        name, ratio, per_step, full = measure(name, args.steps, args.device)
         ok &= ratio <= 1.15
         print(f"{name:<22} {ratio:22.3f} {per_step:8.2f} {full:17.0f}")
     print(f"\n[{'ok' if ok else 'MISSED'}] collection overhead <= 1.15 x (training step + scoring)")

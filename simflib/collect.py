@@ -177,6 +177,8 @@ class Setting:
             torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on a GPU too (no TF32 matmuls)
             torch.backends.cudnn.allow_tf32 = False
         self.config = config
+        # Small evaluation batches cut padding on a CPU; a GPU is faster with everything at once.
+        self.eval_batch = 8 if config.device == "cpu" else 256
         examples = load_task(config.task, data_dir=config.data_dir)
         self.pool, self.test = pool_and_test(examples, n_pool=config.n_pool, m=config.m, seed=config.seed)
         self.mode = "classification" if config.task.lower() in ("boolq", "rte") else "multiple_choice"
@@ -236,7 +238,8 @@ class Setting:
         learning_rate = np.full(T, cfg.lr)
         checkpoints: dict[str, np.ndarray] = {}
         start = time.perf_counter()
-        losses[0] = example_losses(self.model, self.test_data).cpu().numpy()
+        eval_batch = self.eval_batch
+        losses[0] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
         steps = range(T)
         if progress:
             from tqdm import tqdm
@@ -257,7 +260,7 @@ class Setting:
             loss.backward()
             optimizer.step()
             train_loss[t] = loss.detach().item()
-            losses[t + 1] = example_losses(self.model, self.test_data).cpu().numpy()
+            losses[t + 1] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
         wall = time.perf_counter() - start
         extras = {"train_loss": train_loss, "learning_rate": learning_rate}  # NaN: an emptied step trained nothing
         return Run(curriculum, losses, extras), checkpoints, wall
@@ -283,9 +286,24 @@ def run_job(config: CollectConfig, run_index: int) -> tuple[Run, dict[str, np.nd
     return _SETTINGS[key].run(run_index)
 
 
-def regenerate(out_dir: str | os.PathLike[str], run_index: int, *, max_steps: int | None = None) -> Run:
-    """Re-train run ``run_index`` of a collected folder from its recorded configuration (on this machine)."""
-    config = CollectConfig(**json.loads((Path(out_dir) / "config.json").read_text())["config"])
+def regenerate(
+    out_dir: str | os.PathLike[str], run_index: int, *, max_steps: int | None = None, device: str | None = None
+) -> Run:
+    """Re-train run ``run_index`` of a collected folder from its recorded configuration, on this machine.
+
+    Args:
+        out_dir: A collected folder.
+        run_index: Which run.
+        max_steps: Stop after this many steps.
+        device: Where to train; None: a GPU if this machine has one, else the CPU (the recorded device may be
+            absent here; devices differ by float rounding only).
+    """
+    import torch
+
+    recorded = json.loads((Path(out_dir) / "config.json").read_text())["config"]
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = CollectConfig(**{**recorded, "device": device})
     return Setting(config).run(run_index, max_steps=max_steps)[0]
 
 
