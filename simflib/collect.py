@@ -26,7 +26,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +204,7 @@ class Setting:
         curriculum = self.config.curriculum(run_index)[:max_steps]
         keep = self.config.checkpoint_steps(curriculum.shape[0])
         run, checkpoints, wall = self._train(curriculum, keep=keep, progress=progress, label=f"run {run_index}")
+        assert run is not None
         info = {"run_index": run_index, "wall_time_s": wall, "checkpoint_steps": sorted(keep)}
         return run, checkpoints, info
 
@@ -218,11 +219,35 @@ class Setting:
         curr = as_curriculum(curriculum, n_train=self.config.n_pool)
         if curr.ndim != 2:
             raise ValueError(f"curriculum must have shape (T, b), got {curr.shape}")
-        return self._train(curr, keep=(), progress=progress, label="curriculum")[0]
+        run = self._train(curr, keep=(), progress=progress, label="curriculum")[0]
+        assert run is not None
+        return run
+
+    def checkpoints(self, run_index: int, steps: Sequence[int] | None = None) -> dict[int, dict[str, np.ndarray]]:
+        """Re-train run ``run_index`` without scoring and return its trainable parameters theta_t at ``steps``.
+
+        For checkpoints that were not saved (not committed, or every step for TracIn-CP's best case): training
+        without the per-step evaluation costs a small part of a recorded run.
+
+        Args:
+            run_index: Which run.
+            steps: Steps t (theta after t updates, 0 <= t < T); default every step.
+
+        Returns:
+            ``{t: {name: (…) array}}``.
+        """
+        curriculum = self.config.curriculum(run_index)
+        T = curriculum.shape[0]
+        wanted = list(range(T)) if steps is None else sorted({int(t) for t in steps})
+        bad = [t for t in wanted if not 0 <= t < T]
+        if bad:
+            raise ValueError(f"run {run_index}: steps {bad[:5]} are outside 0..{T - 1}")
+        flat = self._train(curriculum, keep=wanted, progress=False, label=f"run {run_index}", score=False)[1]
+        return split_checkpoints(flat)
 
     def _train(
-        self, curriculum: np.ndarray, *, keep: Sequence[int], progress: bool, label: str
-    ) -> tuple[Run, dict[str, np.ndarray], float]:
+        self, curriculum: np.ndarray, *, keep: Sequence[int], progress: bool, label: str, score: bool = True
+    ) -> tuple[Run | None, dict[str, np.ndarray], float]:
         import torch
 
         from simflib.models import example_losses, trainable_state
@@ -239,7 +264,8 @@ class Setting:
         checkpoints: dict[str, np.ndarray] = {}
         start = time.perf_counter()
         eval_batch = self.eval_batch
-        losses[0] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
+        if score:
+            losses[0] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
         steps = range(T)
         if progress:
             from tqdm import tqdm
@@ -260,10 +286,24 @@ class Setting:
             loss.backward()
             optimizer.step()
             train_loss[t] = loss.detach().item()
-            losses[t + 1] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
+            if score:
+                losses[t + 1] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
         wall = time.perf_counter() - start
+        if not score:
+            return None, checkpoints, wall
         extras = {"train_loss": train_loss, "learning_rate": learning_rate}  # NaN: an emptied step trained nothing
         return Run(curriculum, losses, extras), checkpoints, wall
+
+
+def split_checkpoints(flat: Mapping[str, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+    """``{"step00010/name": array}`` (the saved form) to ``{10: {name: array}}``."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in flat.items():
+        step, _, name = key.partition("/")
+        if not step.startswith("step") or not name or not step[4:].isdigit():
+            raise ValueError(f"checkpoint key {key!r} is not of the form 'stepNNNNN/parameter'")
+        out.setdefault(int(step[4:]), {})[name] = value
+    return dict(sorted(out.items()))
 
 
 def _to(data, device: str):  # type: ignore[no-untyped-def]

@@ -22,11 +22,12 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from simflib._validation import PAD, as_curriculum
+from simflib.baselines import HypotheticalSums, fit_hypothetical
 from simflib.functional.linear import LinearFit, Observations, Variant, fit_linear, simulate_linear
 from simflib.functional.metrics import all_steps_mse
 from simflib.runs import Run, RunSet
 
-FitData = RunSet | Sequence[Run] | Observations
+FitData = RunSet | Sequence[Run] | Observations | HypotheticalSums
 
 
 @runtime_checkable
@@ -117,18 +118,31 @@ class SimfluenceLinear:
         """Fit A and B to observed (or hypothetical) one-step losses by exact ridge regression.
 
         Args:
-            runs: Runs (or raw observations) to fit.
+            runs: Runs, raw observations, or the sums of hypothetical observations (TracIn-CP's and influence
+                functions' one-step losses, §4.2-4.3) to fit.
             val: Validation runs; with ``l2_grid``, lambda is chosen by their all-steps MSE (the paper's 2 runs).
             l2_grid: Candidate lambdas.
 
         Returns:
             self.
         """
-        obs = as_observations(runs, self.n_train)
+        if isinstance(runs, HypotheticalSums):
+            if runs.n_train != self.n_train:
+                raise ValueError(f"sums are over n_train={runs.n_train} but the simulator was built for n_train={self.n_train}")
+            sums = runs
+
+            def solve(l2: float, x0: tuple | None) -> LinearFit:  # type: ignore[type-arg]
+                return fit_hypothetical(sums, l2=l2, variant=self.variant)
+        else:
+            obs = as_observations(runs, self.n_train)
+
+            def solve(l2: float, x0: tuple | None) -> LinearFit:  # type: ignore[type-arg]
+                return fit_linear(obs, l2=l2, variant=self.variant, tol=self.tol, x0=x0)
+
         if l2_grid is None:
             if val is not None:
                 raise ValueError("fit: val runs were given without an l2_grid to choose from")
-            self._set(fit_linear(obs, l2=self.l2, variant=self.variant, tol=self.tol))
+            self._set(solve(self.l2, None))
             return self
         grid = sorted({float(x) for x in l2_grid}, reverse=True)
         if not grid:
@@ -140,7 +154,7 @@ class SimfluenceLinear:
             raise ValueError("fit: val holds no runs")
         rows, best, start = [], None, None
         for l2 in grid:  # large to small lambda, each warm-started from the last
-            result = fit_linear(obs, l2=l2, variant=self.variant, tol=self.tol, x0=start)
+            result = solve(l2, start)
             start = (result.A, result.B)
             self._set(result)
             mse = float(np.mean([all_steps_mse(self.simulate(r.curriculum, r.initial_loss), r.losses) for r in val_runs]))

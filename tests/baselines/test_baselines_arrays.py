@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from simflib import Run, RunSet, SimfluenceAdditive, SimfluenceLinear
-from simflib.baselines import hypothetical_observations, optimal_rescaling, tracin_ideal
+from simflib.baselines import (
+    HypotheticalSums,
+    fit_hypothetical,
+    hypothetical_observations,
+    optimal_rescaling,
+    tracin_cp,
+    tracin_ideal,
+)
 from simflib.functional.linear import fit_linear
 
 
@@ -74,3 +81,57 @@ def test_optimal_rescaling_is_least_squares():
             assert sigma[r, j] == pytest.approx(s[0], rel=1e-12)
     np.testing.assert_allclose(scaled[:, 1:], pred[:, 1:] * sigma[:, None, :])
     np.testing.assert_array_equal(scaled[:, 0], pred[:, 0])
+
+
+def _hypothetical(rng, C=6, n=5, m=4):
+    loss = rng.uniform(0.4, 1.2, (C, m))
+    reduction = rng.normal(0, 0.05, (C, n, m))
+    return loss, reduction
+
+
+@pytest.mark.parametrize("variant", ["linear", "additive", "multiplicative"])
+@pytest.mark.parametrize("l2", [0.0, 1e-3, 0.5])
+def test_closed_form_from_sums_equals_the_general_solver(variant, l2):
+    loss, reduction = _hypothetical(np.random.default_rng(3))
+    dense = fit_linear(hypothetical_observations(loss, reduction), l2=l2, variant=variant, tol=1e-14)
+    fast = fit_hypothetical(HypotheticalSums.from_arrays(loss, reduction), l2=l2, variant=variant)
+    for name in ("A", "B"):
+        want, got = getattr(dense, name), getattr(fast, name)
+        assert (want is None) == (got is None)
+        if want is not None:
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_tracin_cp_scores_are_minus_count_times_hypothetical_additive_b():
+    loss, reduction = _hypothetical(np.random.default_rng(4))
+    fit = fit_hypothetical(HypotheticalSums.from_arrays(loss, reduction), l2=0.0, variant="additive")
+    brute = np.zeros((4, 5))
+    for c in range(6):
+        for i in range(5):
+            brute[:, i] += reduction[c, i]
+    np.testing.assert_allclose(tracin_cp(reduction), brute, atol=1e-14)
+    np.testing.assert_allclose(fit.B, -tracin_cp(reduction) / 6, rtol=0, atol=1e-12)
+
+
+def test_sums_over_disjoint_checkpoints_add_and_survive_a_round_trip(tmp_path):
+    loss, reduction = _hypothetical(np.random.default_rng(5))
+    whole = HypotheticalSums.from_arrays(loss, reduction)
+    parts = HypotheticalSums.from_arrays(loss[:2], reduction[:2]) + HypotheticalSums.from_arrays(loss[2:], reduction[2:])
+    loaded = HypotheticalSums.load(whole.save(tmp_path / "sums.npz"))
+    for other in (parts, loaded):
+        assert other.count == whole.count
+        for key in ("loss", "loss_sq", "reduction", "loss_reduction"):
+            np.testing.assert_allclose(getattr(other, key), getattr(whole, key), atol=1e-12)
+    SimfluenceLinear(5, l2=1e-3).fit(loaded)  # a simulator fits to sums directly
+
+
+def test_sums_reject_bad_files_and_singular_fits(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, count=np.array(2), loss=np.ones(3))
+    with pytest.raises(ValueError, match="not a HypotheticalSums file"):
+        HypotheticalSums.load(bad)
+    loss, reduction = _hypothetical(np.random.default_rng(6), C=1)
+    with pytest.raises(ValueError, match="not determined"):
+        fit_hypothetical(HypotheticalSums.from_arrays(loss, reduction), l2=0.0, variant="linear")
+    with pytest.raises(ValueError, match="sums are over n_train=5"):
+        SimfluenceLinear(7).fit(HypotheticalSums.from_arrays(*_hypothetical(np.random.default_rng(7))))

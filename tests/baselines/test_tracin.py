@@ -1,0 +1,151 @@
+"""TracIn-CP on recorded runs of a tiny model: brute force, Captum, the Eq. 11 equivalence, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from simflib import SimfluenceAdditive  # noqa: E402
+from simflib.baselines import HypotheticalSums, tracin_cp  # noqa: E402
+from simflib.collect import CollectConfig, Setting, collect  # noqa: E402
+from simflib.tracin import (  # noqa: E402
+    accumulate_sums,
+    checkpoint_path,
+    hypothetical_reductions,
+    hypothetical_sums,
+    load_checkpoints,
+)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, tiny_bert):
+    """Two runs of 6 steps, every step's checkpoint saved."""
+    config = CollectConfig(task="piqa", model=tiny_bert, method="ia3", n_runs=2, n_pool=8, subset_size=8, epochs=3,
+                           m=4, lr=0.05, max_length=24, checkpoints=-1)
+    folder = tmp_path_factory.mktemp("tracin-runs")
+    runs = collect(config, folder, progress=False)
+    return config, folder, runs, Setting(config)
+
+
+def _loop_gradient(model, data, i):
+    one = torch.tensor([i])
+    loss = torch.nn.functional.cross_entropy(model(**data.select(one)), data.labels[one])
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+    return torch.cat([g.reshape(-1) for g in grads]).double()
+
+
+def test_saved_and_recreated_checkpoints_agree(recorded):
+    config, folder, runs, setting = recorded
+    saved = load_checkpoints(folder, 1)
+    assert sorted(saved) == list(range(runs[1].n_steps))
+    again = setting.checkpoints(1, steps=[0, 3, 5])
+    for t in (0, 3, 5):
+        for name, value in saved[t].items():
+            np.testing.assert_allclose(again[t][name], value, rtol=0, atol=1e-6)
+
+
+def test_reductions_are_eta_times_gradient_dot_products(recorded):
+    config, folder, runs, setting = recorded
+    states = load_checkpoints(folder, 0, steps=[0, 4])
+    loss, reduction = hypothetical_reductions(setting, runs[0], states)
+    assert loss.shape == (2, 4) and reduction.shape == (2, 8, 4)
+    np.testing.assert_array_equal(loss, runs[0].losses[[0, 4]])
+    model = setting.model
+    for c, t in enumerate((0, 4)):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in states[t]:
+                    p.copy_(torch.as_tensor(states[t][name]))
+        g_train = [_loop_gradient(model, setting.train_data, i) for i in range(8)]
+        g_test = [_loop_gradient(model, setting.test_data, j) for j in range(4)]
+        brute = np.array([[config.lr * float(gi @ gj) for gj in g_test] for gi in g_train])
+        np.testing.assert_allclose(reduction[c], brute, rtol=1e-4, atol=1e-9)
+    model.load_state_dict(setting.initial)
+
+
+def test_tracin_cp_equals_hypothetical_additive_on_a_real_model(recorded, tmp_path):
+    # Eq. 11: Simfluence-Additive fitted (lambda = 0) to first-order hypothetical losses is TracIn-CP / C.
+    config, folder, runs, setting = recorded
+    states = load_checkpoints(folder, 0)
+    loss, reduction = hypothetical_reductions(setting, runs[0], states)
+    scores = tracin_cp(reduction)
+    additive = SimfluenceAdditive(config.n_pool, l2=0.0).fit(HypotheticalSums.from_arrays(loss, reduction))
+    np.testing.assert_allclose(additive.B, -scores / len(states), rtol=0, atol=1e-6 * np.abs(scores).max())
+    streamed = hypothetical_sums(setting, runs[0], states)
+    np.testing.assert_allclose(streamed.reduction, reduction.sum(axis=0), rtol=1e-12, atol=1e-15)
+    # Resumable accumulation over runs: the second call reads the files the first wrote.
+    first = accumulate_sums(setting, {0: runs[0], 1: runs[1]}, tmp_path, checkpoints="saved", folder=folder, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-00000.npz", "run-00001.npz"]
+    second = accumulate_sums(setting, {0: runs[0], 1: runs[1]}, tmp_path, checkpoints="all", progress=False)
+    assert first.count == second.count == runs[0].n_steps + runs[1].n_steps
+    np.testing.assert_array_equal(first.reduction, second.reduction)
+
+
+def test_captum_tracincp_gives_the_same_scores(recorded):
+    # Peer check: Captum's TracInCP on the same model, checkpoints and learning rate.
+    captum_influence = pytest.importorskip("captum.influence")
+    config, folder, runs, setting = recorded
+    states = load_checkpoints(folder, 0, steps=[0, 2, 5])
+    _, reduction = hypothetical_reductions(setting, runs[0], states)
+    ours = tracin_cp(reduction).T  # (n, m)
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+    wrapped = Logits(setting.model)
+    trainable = [name for name, p in wrapped.named_parameters() if p.requires_grad]
+
+    def load(model, key):
+        with torch.no_grad():
+            for name, p in setting.model.named_parameters():
+                if name in states[int(key)]:
+                    p.copy_(torch.as_tensor(states[int(key)][name]))
+        return config.lr
+
+    def tensors(data):
+        return (data.input_ids, data.attention_mask, data.token_type_ids, data.labels)
+
+    train = torch.utils.data.TensorDataset(*tensors(setting.train_data))
+    layers = sorted({name.rsplit(".", 1)[0].removeprefix("model.") for name in trainable})
+    tracin = captum_influence.TracInCP(
+        wrapped, train, checkpoints=[str(t) for t in states], checkpoints_load_func=load,
+        loss_fn=torch.nn.CrossEntropyLoss(reduction="none"), batch_size=8,
+        layers=[f"model.{name}" for name in layers],
+    )
+    theirs = tracin.influence(tensors(setting.test_data)).detach().double().numpy().T  # (n, m)
+    setting.model.load_state_dict(setting.initial)
+    assert theirs.shape == ours.shape
+    assert np.corrcoef(theirs.ravel(), ours.ravel())[0, 1] >= 0.999
+    np.testing.assert_allclose(theirs, ours, rtol=1e-3, atol=1e-6 * np.abs(ours).max())
+
+
+def test_bad_checkpoints_are_named(recorded, tmp_path):
+    config, folder, runs, setting = recorded
+    with pytest.raises(ValueError, match=r"run 1: no checkpoint saved for step\(s\) \[99\]"):
+        load_checkpoints(folder, 1, steps=[99])
+    with pytest.raises(ValueError, match="run 7 has no saved checkpoints"):
+        load_checkpoints(folder, 7)
+    states = load_checkpoints(folder, 0, steps=[0, 1])
+    name = next(iter(states[1]))
+    broken = {0: states[0], 1: {k: v for k, v in states[1].items() if k != name}}
+    with pytest.raises(ValueError, match="checkpoint of step 1 does not match step 0"):
+        hypothetical_reductions(setting, runs[0], broken)
+    poisoned = {1: {k: (np.full_like(v, np.nan) if k == name else v) for k, v in states[1].items()}}
+    with pytest.raises(ValueError, match="checkpoint of step 1: .*non-finite gradient for example 0"):
+        hypothetical_reductions(setting, runs[0], poisoned)
+    with pytest.raises(ValueError, match="outside the run's steps"):
+        hypothetical_reductions(setting, runs[0], {50: states[0]})
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"fingerprint": "different"}')
+    checkpoint_path(other, 0).write_bytes(checkpoint_path(folder, 0).read_bytes())
+    with pytest.raises(ValueError, match="not the folder's different"):
+        load_checkpoints(other, 0)
