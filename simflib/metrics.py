@@ -14,13 +14,18 @@ from simflib.simulators import Simulator
 __all__ = ["all_steps_mse", "evaluate", "final_step_spearman", "summarize"]
 
 
-def evaluate(simulator: Simulator, runs: RunSet | Sequence[Run], *, name: str | None = None) -> pd.DataFrame:
+def evaluate(
+    simulator: Simulator, runs: RunSet | Sequence[Run], *, name: str | None = None, rescale: bool = False
+) -> pd.DataFrame:
     """Simulate every run's curriculum from its own initial losses and score the result.
 
     Args:
         simulator: Anything with ``simulate(curriculum, initial_loss)``.
         runs: Held-out runs.
         name: Label for the ``simulator`` column (default: the class name).
+        rescale: Multiply each simulated trajectory by the factor sigma that best fits the *observed* one (the
+            paper's §5 treatment of TracIn-CP; see :func:`simflib.baselines.optimal_rescaling`). It uses the
+            ground truth: label such rows.
 
     Returns:
         A tidy frame with one row per run and columns ``simulator``, ``run``, ``all_steps_mse`` and
@@ -37,6 +42,10 @@ def evaluate(simulator: Simulator, runs: RunSet | Sequence[Run], *, name: str | 
             raise ValueError(
                 f"evaluate: run {k}: {label} returned trajectories of shape {pred.shape}, expected {run.losses.shape}"
             )
+        if rescale:
+            from simflib.baselines import optimal_rescaling
+
+            pred = optimal_rescaling(pred, run.losses)[1]
         rows.append(
             {
                 "simulator": label,

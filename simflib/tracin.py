@@ -194,6 +194,26 @@ def accumulate_sums(
     return total
 
 
+def load_sums(out_dir: str | os.PathLike[str], run_indices: Iterable[int]) -> tuple[HypotheticalSums, list[int]]:
+    """Add the per-run sums that :func:`accumulate_sums` wrote for ``run_indices`` (those present).
+
+    Returns:
+        The sums and the run indices they cover (a job still running covers fewer).
+
+    Raises:
+        ValueError: If none of the runs has a file yet.
+    """
+    out = Path(out_dir)
+    found = [k for k in run_indices if (out / f"run-{k:05d}.npz").is_file()]
+    if not found:
+        raise ValueError(f"{out}: no TracIn-CP sums for runs {list(run_indices)[:5]}...; compute them with "
+                         f"python -m simflib tracin-cp")
+    total = HypotheticalSums.load(out / f"run-{found[0]:05d}.npz")
+    for k in found[1:]:
+        total = total + HypotheticalSums.load(out / f"run-{k:05d}.npz")
+    return total, found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simflib tracin-cp``: TracIn-CP sums over the fit runs of a collected folder (resumable)."""
     import argparse

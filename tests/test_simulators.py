@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from simflib import (
+    Run,
     RunSet,
     SimfluenceAdditive,
     SimfluenceLinear,
@@ -117,3 +118,21 @@ def test_unseen_mean_policy_imputes_the_mean_observed_influence():
     np.testing.assert_array_equal(sim.A[:, 5], 0.0)  # the fitted parameters themselves are untouched
     with pytest.raises(ValueError, match="unseen"):
         SimfluenceLinear(6, unseen="zero")
+
+
+def test_evaluate_rescale_uses_the_best_factor_per_trajectory():
+    # A simulator that is right up to a factor per test example: rescaling (with the ground truth) makes it exact.
+    rng = np.random.default_rng(0)
+    runs = [Run(rng.integers(0, 5, (6, 2)), rng.uniform(0.5, 1.5, (7, 3))) for _ in range(2)]
+
+    class Scaled:
+        def simulate(self, curriculum, initial_loss):
+            run = next(r for r in runs if np.array_equal(r.curriculum, curriculum))
+            out = run.losses.copy()
+            out[1:] *= np.array([2.0, 0.5, -1.0])
+            return out
+
+    raw = evaluate(Scaled(), runs)
+    rescaled = evaluate(Scaled(), runs, rescale=True)
+    assert (raw.all_steps_mse > 0.1).all()
+    np.testing.assert_allclose(rescaled.all_steps_mse, 0.0, atol=1e-24)
