@@ -128,6 +128,12 @@ class HypotheticalSums:
         loss_sq: (m,) sum of ``L_c(z_j)^2``.
         reduction: (n, m) sum of the reductions ``R_c[i, j]``.
         loss_reduction: (n, m) sum of ``L_c(z_j) R_c[i, j]``.
+        batch_size: b of the runs to be simulated. A hypothetical step on z_i then stands for z_i's share of a
+            batch-b step: its reduction should already be divided by b (a batch's mean-loss gradient is the mean of
+            its examples' gradients, :func:`simflib.tracin.hypothetical_reductions` does this), and in the linear
+            and multiplicative fits the b - 1 other examples are taken as neutral, each keeping ``L / b`` (their
+            ``A = 1/b``, ``B = 0``). Without this, batch-1 hypothetical steps give ``A_i`` near 1, and a simulated
+            batch of b such examples would multiply the loss by about b at every step.
     """
 
     count: int
@@ -135,10 +141,13 @@ class HypotheticalSums:
     loss_sq: NDArray[np.float64]
     reduction: NDArray[np.float64]
     loss_reduction: NDArray[np.float64]
+    batch_size: int = 1
 
     @classmethod
-    def from_arrays(cls, loss: ArrayLike, reduction: ArrayLike) -> HypotheticalSums:
+    def from_arrays(cls, loss: ArrayLike, reduction: ArrayLike, *, batch_size: int = 1) -> HypotheticalSums:
         """Sums of (C, m) checkpoint losses and (C, n, m) reductions (checked as :func:`hypothetical_observations`)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         obs = hypothetical_observations(loss, reduction)  # validates shapes and values
         L = obs.loss_before[:: obs.n_train]
         R = np.asarray(reduction, dtype=np.float64)
@@ -148,6 +157,7 @@ class HypotheticalSums:
             loss_sq=(L**2).sum(axis=0),
             reduction=R.sum(axis=0),
             loss_reduction=np.einsum("cm,cnm->nm", L, R),
+            batch_size=int(batch_size),
         )
 
     @property
@@ -163,16 +173,19 @@ class HypotheticalSums:
     def __add__(self, other: HypotheticalSums) -> HypotheticalSums:
         if not isinstance(other, HypotheticalSums):
             return NotImplemented
-        if other.reduction.shape != self.reduction.shape:
-            raise ValueError(f"cannot add sums over (n, m) = {self.reduction.shape} and {other.reduction.shape}")
+        if other.reduction.shape != self.reduction.shape or other.batch_size != self.batch_size:
+            raise ValueError(
+                f"cannot add sums over (n, m) = {self.reduction.shape}, batch size {self.batch_size} and "
+                f"{other.reduction.shape}, batch size {other.batch_size}"
+            )
         return HypotheticalSums(
             self.count + other.count, self.loss + other.loss, self.loss_sq + other.loss_sq,
-            self.reduction + other.reduction, self.loss_reduction + other.loss_reduction,
+            self.reduction + other.reduction, self.loss_reduction + other.loss_reduction, self.batch_size,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as a plain ``.npz`` (no pickles)."""
-        arrays = {"count": np.array(self.count), "loss": self.loss, "loss_sq": self.loss_sq,
+        arrays = {"count": np.array(self.count), "batch_size": np.array(self.batch_size), "loss": self.loss, "loss_sq": self.loss_sq,
                   "reduction": self.reduction, "loss_reduction": self.loss_reduction}
         path = Path(path)
         atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -187,7 +200,7 @@ class HypotheticalSums:
         """
         try:
             with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in ("count", "loss", "loss_sq", "reduction", "loss_reduction")}
+                arrays = {k: data[k] for k in ("count", "batch_size", "loss", "loss_sq", "reduction", "loss_reduction")}
         except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"{path}: not a HypotheticalSums file ({err})") from None
         n, m = arrays["reduction"].shape if arrays["reduction"].ndim == 2 else (-1, -1)
@@ -195,15 +208,17 @@ class HypotheticalSums:
         for key, shape in expected.items():
             if arrays[key].shape != shape or not np.isfinite(arrays[key]).all():
                 raise ValueError(f"{path}: field {key!r} has shape {arrays[key].shape} (want {shape}) or non-finite values")
-        return cls(count=int(arrays["count"]), **{k: arrays[k].astype(np.float64) for k in expected})
+        return cls(count=int(arrays["count"]), batch_size=int(arrays["batch_size"]),
+                   **{k: arrays[k].astype(np.float64) for k in expected})
 
 
 def fit_hypothetical(sums: HypotheticalSums, *, l2: float, variant: Variant = "linear") -> LinearFit:
     """Exact ridge fit (Eq. 2) of Simfluence to hypothetical observations, in closed form from their sums.
 
     Each training example's (alpha, beta) for each test example solves its own 2x2 system, since every
-    observation holds a single example. Equals :func:`simflib.functional.linear.fit_linear` on
-    :func:`hypothetical_observations` (tested), without materialising the C * n observations.
+    observation holds a single example. With ``batch_size`` 1 this equals
+    :func:`simflib.functional.linear.fit_linear` on :func:`hypothetical_observations` (tested), without
+    materialising the C * n observations; for larger batches see :class:`HypotheticalSums`.
 
     Args:
         sums: Sums over checkpoints.
@@ -222,8 +237,9 @@ def fit_hypothetical(sums: HypotheticalSums, *, l2: float, variant: Variant = "l
     if variant not in ("linear", "additive", "multiplicative"):
         raise ValueError(f"unknown variant {variant!r}")
     s0, s1, s2 = sums.count + l2, sums.loss[None, :], sums.loss_sq[None, :] + l2
-    y1 = sums.loss[None, :] - sums.reduction  # sum of the hypothetical losses after the step
-    y2 = sums.loss_sq[None, :] - sums.loss_reduction  # sum of L_c times them
+    keep = 1.0 - (sums.batch_size - 1) / sums.batch_size  # the example's own share after b - 1 neutral ones
+    y1 = keep * sums.loss[None, :] - sums.reduction  # sum of its part of the hypothetical losses after the step
+    y2 = keep * sums.loss_sq[None, :] - sums.loss_reduction  # sum of L_c times them
     A = B = None
     with np.errstate(divide="ignore", invalid="ignore"):
         if variant == "additive":

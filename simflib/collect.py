@@ -231,7 +231,7 @@ class Setting:
 
         Args:
             run_index: Which run.
-            steps: Steps t (theta after t updates, 0 <= t < T); default every step.
+            steps: Steps t (theta after t updates, 0 <= t <= T; T is the final model); default every step before T.
 
         Returns:
             ``{t: {name: (…) array}}``.
@@ -239,9 +239,9 @@ class Setting:
         curriculum = self.config.curriculum(run_index)
         T = curriculum.shape[0]
         wanted = list(range(T)) if steps is None else sorted({int(t) for t in steps})
-        bad = [t for t in wanted if not 0 <= t < T]
+        bad = [t for t in wanted if not 0 <= t <= T]
         if bad:
-            raise ValueError(f"run {run_index}: steps {bad[:5]} are outside 0..{T - 1}")
+            raise ValueError(f"run {run_index}: steps {bad[:5]} are outside 0..{T}")
         flat = self._train(curriculum, keep=wanted, progress=False, label=f"run {run_index}", score=False)[1]
         return split_checkpoints(flat)
 
@@ -288,6 +288,9 @@ class Setting:
             train_loss[t] = loss.detach().item()
             if score:
                 losses[t + 1] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
+        if T in keep:  # the final parameters
+            for name, value in trainable_state(self.model).items():
+                checkpoints[f"step{T:05d}/{name}"] = value.cpu().numpy()
         wall = time.perf_counter() - start
         if not score:
             return None, checkpoints, wall

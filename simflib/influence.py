@@ -19,6 +19,7 @@ functions for a module, its inputs and labels.
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -264,3 +265,92 @@ class FrozenFeatures(nn.Module):
             hook.remove()
         pooled = torch.cat(captured)
         return pooled if model.mode == "classification" else pooled.reshape(len(data), -1, pooled.shape[-1])
+
+
+class _Examples(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __init__(self, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
+        self.inputs, self.labels = dict(inputs), labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return {k: v[i] for k, v in self.inputs.items()}, self.labels[i]
+
+
+def ekfac_reductions(
+    module: nn.Module,
+    train: tuple[Mapping[str, torch.Tensor], torch.Tensor],
+    test: tuple[Mapping[str, torch.Tensor], torch.Tensor],
+    *,
+    damping: float,
+    tracked_modules: Sequence[str] | None = None,
+    call_kwargs: Mapping[str, object] | None = None,
+    output_dir: str,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Second-order reductions with the Hessian replaced by kronfluence's EK-FAC approximation of the Fisher.
+
+    For full-model tuning, where no exact Hessian or CG solve is affordable. kronfluence (Grosse et al. 2023)
+    factors the Fisher of each tracked ``nn.Linear`` into Kronecker factors with eigenvalue corrections, and
+    preconditions per-example gradients with it; the scores here are its pairwise scores, laid out as
+    :func:`influence_reductions` lays out its own.
+
+    Args:
+        module: Returns logits from ``module(**inputs, **call_kwargs)``.
+        train: (inputs, labels) of the n training examples.
+        test: (inputs, labels) of the m test examples.
+        damping: Added to the approximate Fisher (kronfluence's ``damping_factor``).
+        tracked_modules: Names of the ``nn.Linear`` modules whose weights count (default: all).
+        call_kwargs: Extra keyword arguments for each call.
+        output_dir: Folder for kronfluence's factors and scores.
+        batch_size: Examples per batch.
+        seed: Seeds the labels sampled from the model for the true Fisher.
+
+    Returns:
+        (n, m) float64 reductions.
+    """
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.task import Task
+
+    kwargs = dict(call_kwargs or {})
+    tracked = list(tracked_modules) if tracked_modules is not None else None
+
+    class ChoiceTask(Task):  # type: ignore[misc]
+        def compute_train_loss(self, batch, model, sample=False):  # type: ignore[no-untyped-def]
+            inputs, labels = batch
+            logits = model(**inputs, **kwargs)
+            if sample:  # the true Fisher: labels drawn from the model's own predictions
+                with torch.no_grad():
+                    labels = torch.multinomial(torch.softmax(logits.detach().float(), -1), 1).flatten()
+            return nn.functional.cross_entropy(logits, labels, reduction="sum")
+
+        def compute_measurement(self, batch, model):  # type: ignore[no-untyped-def]
+            inputs, labels = batch
+            return nn.functional.cross_entropy(model(**inputs, **kwargs), labels, reduction="sum")
+
+        def get_influence_tracked_modules(self):  # type: ignore[no-untyped-def]
+            return tracked
+
+    task = ChoiceTask()
+    prepared = prepare_model(copy.deepcopy(module).eval(), task)  # kronfluence rewrites modules in place
+    analyzer = Analyzer("simflib", model=prepared, task=task, cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                        output_dir=output_dir, log_level=40)
+    train_set, test_set = _Examples(*train), _Examples(*test)
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():  # kronfluence 1.0.1 builds torch.cuda.amp.GradScaler, deprecated in torch
+        warnings.filterwarnings("ignore", message=r"`torch.cuda.amp.GradScaler", category=FutureWarning)
+        _ekfac_scores(analyzer, train_set, test_set, batch_size, damping)
+    scores = analyzer.load_pairwise_scores("scores")["all_modules"]  # (m, n)
+    return scores.double().T.contiguous()
+
+
+def _ekfac_scores(analyzer, train_set, test_set, batch_size: int, damping: float) -> None:  # type: ignore[no-untyped-def]
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+
+    analyzer.fit_all_factors("ekfac", dataset=train_set, per_device_batch_size=batch_size,
+                             factor_args=FactorArguments(strategy="ekfac"), overwrite_output_dir=True)
+    analyzer.compute_pairwise_scores("scores", "ekfac", query_dataset=test_set, train_dataset=train_set,
+                                     per_device_query_batch_size=batch_size, per_device_train_batch_size=batch_size,
+                                     score_args=ScoreArguments(damping_factor=damping), overwrite_output_dir=True)

@@ -23,9 +23,11 @@ def evaluate(
         simulator: Anything with ``simulate(curriculum, initial_loss)``.
         runs: Held-out runs.
         name: Label for the ``simulator`` column (default: the class name).
-        rescale: Multiply each simulated trajectory by the factor sigma that best fits the *observed* one (the
-            paper's §5 treatment of TracIn-CP; see :func:`simflib.baselines.optimal_rescaling`). It uses the
-            ground truth: label such rows.
+        rescale: For the MSE, multiply each simulated trajectory by the factor sigma that best fits the
+            *observed* one (the paper's §5 treatment of TracIn-CP; see :func:`simflib.baselines.optimal_rescaling`).
+            It uses the ground truth: label such rows. The final-step Spearman stays that of the unscaled
+            prediction: the paper rescales to repair TracIn-CP's scale, which a rank correlation does not see,
+            whereas a factor per test example fitted to the truth could reorder the final losses.
 
     Returns:
         A tidy frame with one row per run and columns ``simulator``, ``run``, ``all_steps_mse`` and
@@ -42,15 +44,16 @@ def evaluate(
             raise ValueError(
                 f"evaluate: run {k}: {label} returned trajectories of shape {pred.shape}, expected {run.losses.shape}"
             )
+        scaled = pred
         if rescale:
             from simflib.baselines import optimal_rescaling
 
-            pred = optimal_rescaling(pred, run.losses)[1]
+            scaled = optimal_rescaling(pred, run.losses)[1]
         rows.append(
             {
                 "simulator": label,
                 "run": k,
-                "all_steps_mse": all_steps_mse(pred, run.losses),
+                "all_steps_mse": all_steps_mse(scaled, run.losses),
                 "final_step_spearman": final_step_spearman(pred, run.losses),
             }
         )

@@ -93,7 +93,11 @@ def check_same_parameters(states: Mapping[int, State], *, where: str = "checkpoi
 def hypothetical_reductions(
     setting: Setting, run: Run, states: Mapping[int, State], *, chunk_size: int = 16
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """First-order hypothetical reductions ``eta_t grad L_t(z_i) . grad L_t(z_j)`` at each checkpoint of a run.
+    """First-order hypothetical reductions ``eta_t / b grad L_t(z_i) . grad L_t(z_j)`` at each checkpoint of a run.
+
+    ``b`` is the setting's batch size: a run's step follows the gradient of its batch's *mean* loss, so each
+    example of a batch moves the parameters by 1/b of what a step on it alone would (mini-batch TracIn, Pruthi
+    et al. 2020).
 
     Args:
         setting: The run's setting (model, pool and test encodings).
@@ -124,7 +128,7 @@ def hypothetical_reductions(
                 products = gradient_products(setting.model, state, setting.train_data, setting.test_data, chunk_size=chunk_size)
             except ValueError as err:
                 raise ValueError(f"checkpoint of step {t}: {err}") from None
-            reductions[c] = eta[t] * products.double().cpu().numpy()
+            reductions[c] = eta[t] / setting.config.batch_size * products.double().cpu().numpy()
     finally:
         setting.model.load_state_dict(setting.initial)
     return run.losses[steps], reductions
@@ -137,7 +141,7 @@ def hypothetical_sums(
     total: HypotheticalSums | None = None
     for t in sorted(states):
         loss, reduction = hypothetical_reductions(setting, run, {t: states[t]}, chunk_size=chunk_size)
-        part = HypotheticalSums.from_arrays(loss, reduction)
+        part = HypotheticalSums.from_arrays(loss, reduction, batch_size=setting.config.batch_size)
         total = part if total is None else total + part
     if total is None:
         raise ValueError("hypothetical_sums: no checkpoints")
@@ -192,6 +196,56 @@ def accumulate_sums(
     if total is None:
         raise ValueError("accumulate_sums: no runs")
     return total
+
+
+def one_step_check(
+    setting: Setting, state: State, train_index: int, *, optimizer: Literal["sgd", "adam"], lr: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Actual against first-order hypothetical loss reduction of one real step on one training example.
+
+    From the checkpoint ``state``, takes a single step on training example ``train_index`` with a fresh optimizer
+    and measures every test example's loss reduction. The first-order prediction is TracIn-CP's
+    ``lr * grad L(z_i) . grad L(z_j)``, which is what plain SGD would do to first order. Adam's first step moves
+    each coordinate by about ``lr * sign(gradient)`` instead, so its reductions have another scale: the paper's
+    explanation of TracIn-CP's large MSE (§5).
+
+    Returns:
+        (m,) actual reductions and (m,) first-order predictions.
+    """
+    import torch
+
+    from simflib.models import example_losses
+
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    if not 0 <= train_index < setting.config.n_pool:
+        raise ValueError(f"train_index {train_index} is outside the pool 0..{setting.config.n_pool - 1}")
+    model = setting.model
+    device = setting.config.device
+    try:
+        state_t = {k: torch.as_tensor(v, device=device) for k, v in state.items()}
+        one = setting.train_data
+        products = gradient_products(model, state_t, _subset(one, [train_index]), setting.test_data)[0]
+        before = example_losses(model, setting.test_data, batch_size=setting.eval_batch)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
+        index = torch.tensor([train_index], device=device)
+        loss = torch.nn.functional.cross_entropy(model(**one.select(index)).float(), one.labels[index])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        after = example_losses(model, setting.test_data, batch_size=setting.eval_batch)
+    finally:
+        model.load_state_dict(setting.initial)
+    return (before - after).double().cpu().numpy(), lr * products.double().cpu().numpy()
+
+
+def _subset(data, index):  # type: ignore[no-untyped-def]
+    from simflib.models import Encoded
+
+    idx = torch.as_tensor(index)
+    tti = None if data.token_type_ids is None else data.token_type_ids[idx]
+    return Encoded(data.input_ids[idx], data.attention_mask[idx], tti, data.labels[idx])
 
 
 def load_sums(out_dir: str | os.PathLike[str], run_indices: Iterable[int]) -> tuple[HypotheticalSums, list[int]]:

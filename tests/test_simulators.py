@@ -136,3 +136,4 @@ def test_evaluate_rescale_uses_the_best_factor_per_trajectory():
     rescaled = evaluate(Scaled(), runs, rescale=True)
     assert (raw.all_steps_mse > 0.1).all()
     np.testing.assert_allclose(rescaled.all_steps_mse, 0.0, atol=1e-24)
+    np.testing.assert_array_equal(rescaled.final_step_spearman, raw.final_step_spearman)  # ranks: unscaled

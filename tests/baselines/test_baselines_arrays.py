@@ -135,3 +135,31 @@ def test_sums_reject_bad_files_and_singular_fits(tmp_path):
         fit_hypothetical(HypotheticalSums.from_arrays(loss, reduction), l2=0.0, variant="linear")
     with pytest.raises(ValueError, match="sums are over n_train=5"):
         SimfluenceLinear(7).fit(HypotheticalSums.from_arrays(*_hypothetical(np.random.default_rng(7))))
+
+
+@pytest.mark.parametrize("variant", ["linear", "additive", "multiplicative"])
+def test_batch_share_fit_against_per_pair_least_squares(variant):
+    # With batch size b, a hypothetical step on z_i is its share of a batch whose b - 1 other examples are
+    # neutral (A = 1/b, B = 0): the linear model predicts (A_i + (b-1)/b) L + B_i for the loss after it.
+    b, l2 = 4, 1e-2
+    loss, reduction = _hypothetical(np.random.default_rng(8))
+    fit = fit_hypothetical(HypotheticalSums.from_arrays(loss, reduction, batch_size=b), l2=l2, variant=variant)
+    C, n, m = reduction.shape
+    for i in range(n):
+        for j in range(m):
+            before, after = loss[:, j], loss[:, j] - reduction[:, i, j]
+            if variant == "additive":
+                X, y = np.ones((C, 1)), after - before
+            else:
+                shifted = after - (b - 1) / b * before
+                X = np.c_[before, np.ones(C)] if variant == "linear" else before[:, None]
+                y = shifted
+            coef = np.linalg.solve(X.T @ X + l2 * np.eye(X.shape[1]), X.T @ y)
+            if variant == "additive":
+                assert fit.B[j, i] == pytest.approx(coef[0], abs=1e-12)
+            else:
+                assert fit.A[j, i] == pytest.approx(coef[0], abs=1e-12)
+                if variant == "linear":
+                    assert fit.B[j, i] == pytest.approx(coef[1], abs=1e-12)
+    with pytest.raises(ValueError, match="batch size 4 and"):
+        HypotheticalSums.from_arrays(loss, reduction, batch_size=4) + HypotheticalSums.from_arrays(loss, reduction)

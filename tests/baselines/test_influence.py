@@ -138,3 +138,30 @@ def test_bad_input_is_named(tiny_ia3):
     bad = model_objective(poisoned, names, *_split(train_data), call_kwargs={"prebuilt_mask": True})
     with pytest.raises(ValueError, match="non-finite gradient for example 0"):
         influence_reductions(bad, _split(train_data), _split(test_data), damping=1.0)
+
+
+def test_kronfluence_ekfac_ranks_like_the_exact_hessian(tiny_bert, tmp_path):
+    # Peer check. For a linear head on frozen features the Hessian of the cross-entropy equals its Gauss-Newton
+    # matrix and the true Fisher, which EK-FAC approximates by Kronecker factors (with labels sampled from the
+    # model). The factorisation is the only approximation left: on this model the scores' rank correlation with
+    # the exact-Hessian scores measured 0.92 at damping 1e-3 and 0.97 at 1e-2; we assert a margin below that.
+    pytest.importorskip("kronfluence")
+    from scipy.stats import spearmanr
+
+    from simflib.influence import ekfac_reductions
+
+    encoder, tokenizer = load_encoder(tiny_bert)
+    model = ChoiceModel(encoder, mode="classification", head_seed=3)
+    with torch.no_grad():
+        model.head.weight.mul_(50.0)
+    pool, test = pool_and_test(load_task("boolq"), n_pool=40, m=10, seed=0)
+    train_data, test_data = (encode(x, tokenizer, mode="classification", max_length=24) for x in (pool, test))
+    head = FrozenFeatures(model)
+    train = ({"features": FrozenFeatures.features(model, train_data)}, train_data.labels)
+    test = ({"features": FrozenFeatures.features(model, test_data)}, test_data.labels)
+    objective = model_objective(head, ["head.weight", "head.bias"], *train)
+    exact = influence_reductions(objective, train, test, damping=1e-3)
+    ekfac = ekfac_reductions(head, train, test, damping=1e-3, output_dir=str(tmp_path))
+    assert ekfac.shape == exact.shape == (40, 10)
+    assert spearmanr(exact.ravel(), ekfac.ravel())[0] >= 0.85
+    assert float((ekfac * exact).sum()) > 0  # same sign convention

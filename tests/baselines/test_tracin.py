@@ -61,7 +61,8 @@ def test_reductions_are_eta_times_gradient_dot_products(recorded):
                     p.copy_(torch.as_tensor(states[t][name]))
         g_train = [_loop_gradient(model, setting.train_data, i) for i in range(8)]
         g_test = [_loop_gradient(model, setting.test_data, j) for j in range(4)]
-        brute = np.array([[config.lr * float(gi @ gj) for gj in g_test] for gi in g_train])
+        eta = config.lr / config.batch_size  # each example's share of a batch-mean step
+        brute = np.array([[eta * float(gi @ gj) for gj in g_test] for gi in g_train])
         np.testing.assert_allclose(reduction[c], brute, rtol=1e-4, atol=1e-9)
     model.load_state_dict(setting.initial)
 
@@ -108,7 +109,7 @@ def test_captum_tracincp_gives_the_same_scores(recorded):
             for name, p in setting.model.named_parameters():
                 if name in states[int(key)]:
                     p.copy_(torch.as_tensor(states[int(key)][name]))
-        return config.lr
+        return config.lr / config.batch_size
 
     def tensors(data):
         return (data.input_ids, data.attention_mask, data.token_type_ids, data.labels)
@@ -149,3 +150,31 @@ def test_bad_checkpoints_are_named(recorded, tmp_path):
     checkpoint_path(other, 0).write_bytes(checkpoint_path(folder, 0).read_bytes())
     with pytest.raises(ValueError, match="not the folder's different"):
         load_checkpoints(other, 0)
+
+
+def test_tracin_ideal_equals_additive_b_on_real_batch_one_runs(tmp_path, tiny_bert):
+    # Eq. 6 on real recorded runs: batch size 1 and lambda = 0 give B_i = -TracIn-Ideal_i / |T_i|.
+    from simflib.baselines import tracin_ideal
+
+    config = CollectConfig(task="boolq", model=tiny_bert, method="ia3", n_runs=2, n_pool=6, subset_size=6, epochs=2,
+                           batch_size=1, m=3, lr=0.05, max_length=24, checkpoints=0)
+    runs = collect(config, tmp_path, progress=False)
+    additive = SimfluenceAdditive(6, l2=0.0).fit(runs)
+    assert (additive.counts == 4).all()
+    np.testing.assert_allclose(additive.B, -tracin_ideal(runs) / additive.counts, rtol=0, atol=1e-10)
+
+
+def test_first_order_prediction_holds_for_sgd_and_not_for_adam(recorded):
+    from simflib.tracin import one_step_check
+
+    config, folder, runs, setting = recorded
+    state = load_checkpoints(folder, 0, steps=[2])[2]
+    actual, predicted = one_step_check(setting, state, 3, optimizer="sgd", lr=1e-3)
+    assert np.abs(predicted).max() > 0
+    np.testing.assert_allclose(actual, predicted, rtol=0.05, atol=0.05 * np.abs(predicted).max())
+    actual_adam, predicted_adam = one_step_check(setting, state, 3, optimizer="adam", lr=1e-3)
+    np.testing.assert_array_equal(predicted_adam, predicted)
+    scale = np.linalg.norm(actual_adam) / np.linalg.norm(predicted)
+    assert scale > 3, scale  # Adam's first step is about lr * sign(g): far larger than lr * g for small gradients
+    with pytest.raises(ValueError, match="optimizer must be"):
+        one_step_check(setting, state, 3, optimizer="lion", lr=1e-3)
