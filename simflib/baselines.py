@@ -217,7 +217,7 @@ def fit_hypothetical(sums: HypotheticalSums, *, l2: float, variant: Variant = "l
 
     Each training example's (alpha, beta) for each test example solves its own 2x2 system, since every
     observation holds a single example. With ``batch_size`` 1 this equals
-    :func:`simflib.functional.linear.fit_linear` on :func:`hypothetical_observations` (tested), without
+    :func:`simflib.functional.fit_linear` on :func:`hypothetical_observations` (tested), without
     materialising the C * n observations; for larger batches see :class:`HypotheticalSums`.
 
     Args:
