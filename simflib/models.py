@@ -146,6 +146,12 @@ class Encoded:
             out["token_type_ids"] = self.token_type_ids[index][..., :length]
         return out
 
+    def subset(self, index: torch.Tensor | Sequence[int]) -> Encoded:
+        """The examples ``index`` as their own ``Encoded`` (full length, unlike :meth:`select`)."""
+        idx = torch.as_tensor(index, device=self.labels.device)
+        tti = None if self.token_type_ids is None else self.token_type_ids[idx]
+        return Encoded(self.input_ids[idx], self.attention_mask[idx], tti, self.labels[idx])
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 

@@ -225,7 +225,7 @@ def one_step_check(
     try:
         state_t = {k: torch.as_tensor(v, device=device) for k, v in state.items()}
         one = setting.train_data
-        products = gradient_products(model, state_t, _subset(one, [train_index]), setting.test_data)[0]
+        products = gradient_products(model, state_t, one.subset([train_index]), setting.test_data)[0]
         before = example_losses(model, setting.test_data, batch_size=setting.eval_batch)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
@@ -238,14 +238,6 @@ def one_step_check(
     finally:
         model.load_state_dict(setting.initial)
     return (before - after).double().cpu().numpy(), lr * products.double().cpu().numpy()
-
-
-def _subset(data, index):  # type: ignore[no-untyped-def]
-    from simflib.models import Encoded
-
-    idx = torch.as_tensor(index)
-    tti = None if data.token_type_ids is None else data.token_type_ids[idx]
-    return Encoded(data.input_ids[idx], data.attention_mask[idx], tti, data.labels[idx])
 
 
 def load_sums(out_dir: str | os.PathLike[str], run_indices: Iterable[int]) -> tuple[HypotheticalSums, list[int]]:
