@@ -178,3 +178,15 @@ def test_first_order_prediction_holds_for_sgd_and_not_for_adam(recorded):
     assert scale > 3, scale  # Adam's first step is about lr * sign(g): far larger than lr * g for small gradients
     with pytest.raises(ValueError, match="optimizer must be"):
         one_step_check(setting, state, 3, optimizer="lion", lr=1e-3)
+
+
+def test_the_final_model_can_be_recreated(recorded):
+    config, folder, runs, setting = recorded
+    T = runs[0].n_steps
+    final = setting.checkpoints(0, steps=[T - 1, T])
+    saved = load_checkpoints(folder, 0, steps=[T - 1])[T - 1]
+    name = next(iter(saved))
+    np.testing.assert_allclose(final[T - 1][name], saved[name], atol=1e-6)
+    assert not np.allclose(final[T][name], saved[name])  # one more update
+    with pytest.raises(ValueError, match=r"steps \[7\] are outside 0..6"):
+        setting.checkpoints(0, steps=[T + 1])
