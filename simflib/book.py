@@ -265,15 +265,42 @@ def _local_mathjax(staged: Path) -> str | None:
     return "mathjax/tex-svg.js"
 
 
-def _build_config(*, student: bool, mathjax: str | None) -> Path:
-    """The book's ``_config.yml`` with this build's additions (edition title, local MathJax)."""
+def repository_url() -> str | None:
+    """Where the book's sources are published, for its launch and repository buttons.
+
+    ``SIMFLIB_REPOSITORY_URL`` if set, else the ``origin`` remote of this checkout (as https), else None: a book
+    built from an unpublished checkout has no Binder or Colab to point to, and shows no launch buttons.
+    """
+    import os
+    import subprocess
+
+    url = os.environ.get("SIMFLIB_REPOSITORY_URL")
+    if not url:
+        try:
+            url = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    if url.startswith("git@") and ":" in url:  # git@github.com:owner/repo.git
+        host, _, path = url[4:].partition(":")
+        url = f"https://{host}/{path}"
+    url = url.removesuffix(".git")
+    return url if url.startswith("https://") else None
+
+
+def _build_config(*, student: bool, mathjax: str | None, out_dir: Path | None = None) -> Path:
+    """The book's ``_config.yml`` with this build's additions (edition title, local MathJax, repository)."""
     yaml = _yaml()
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = repository_url()
+    if url:
+        config["repository"] = {"url": url, "path_to_book": "book", "branch": "main"}
+        config.setdefault("html", {})["use_repository_button"] = True
     if student:
         config["title"] = f"{config.get('title', '')} (student edition)"
     if mathjax:
         config.setdefault("sphinx", {}).setdefault("config", {})["mathjax_path"] = mathjax
-    path = BUILD / ("student_config.yml" if student else "config.yml")
+    path = (out_dir or BUILD) / ("student_config.yml" if student else "config.yml")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -75,3 +75,14 @@ def test_student_edition_strips_gated_solutions():
     assert "Intro" in text and "After the solution." in text and "visible = 1" in text
     with pytest.raises(ValueError, match="no matching solution-end"):
         book.strip_solutions([nbformat.v4.new_markdown_cell("```{solution-start} ex\n```\nx")])
+
+
+def test_launch_buttons_get_the_repository_when_one_is_known(monkeypatch, tmp_path):
+    yaml = pytest.importorskip("yaml")
+    monkeypatch.setenv("SIMFLIB_REPOSITORY_URL", "git@github.com:someone/simflib.git")
+    assert book.repository_url() == "https://github.com/someone/simflib"
+    config = yaml.safe_load(book._build_config(student=False, mathjax=None, out_dir=tmp_path).read_text())
+    assert config["repository"]["url"] == "https://github.com/someone/simflib"
+    assert config["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+    monkeypatch.setenv("SIMFLIB_REPOSITORY_URL", "file:///local/only")
+    assert book.repository_url() is None

@@ -60,7 +60,7 @@ def test_images_exist_and_are_images(name):
 @pytest.mark.parametrize("name", book.chapters())
 def test_chapters_that_plot_show_their_figures(name):
     source = (book.BOOK / f"{name}.md").read_text()
-    plotted = len(re.findall(r"plt\.subplots\(", source))
+    plotted = len(re.findall(r"plt\.subplots\(|sns\.(?:relplot|catplot|displot|lmplot)\(", source))
     if plotted == 0:
         pytest.skip(f"{name} draws no figure")
     images = [img for img in _soup(name).find_all("img") if "_images" in img.get("src", "")]
