@@ -296,6 +296,8 @@ def _build_config(*, student: bool, mathjax: str | None, out_dir: Path | None = 
     if url:
         config["repository"] = {"url": url, "path_to_book": "book", "branch": "main"}
         config.setdefault("html", {})["use_repository_button"] = True
+    else:  # jupyter-book would point the buttons at its own repository
+        config.pop("launch_buttons", None)
     if student:
         config["title"] = f"{config.get('title', '')} (student edition)"
     if mathjax:

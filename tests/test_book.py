@@ -86,3 +86,5 @@ def test_launch_buttons_get_the_repository_when_one_is_known(monkeypatch, tmp_pa
     assert config["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
     monkeypatch.setenv("SIMFLIB_REPOSITORY_URL", "file:///local/only")
     assert book.repository_url() is None
+    config = yaml.safe_load(book._build_config(student=False, mathjax=None, out_dir=tmp_path).read_text())
+    assert "launch_buttons" not in config and "repository" not in config
