@@ -302,7 +302,9 @@ def ekfac_reductions(
         train: (inputs, labels) of the n training examples.
         test: (inputs, labels) of the m test examples.
         damping: Added to the approximate Fisher (kronfluence's ``damping_factor``).
-        tracked_modules: Names of the ``nn.Linear`` modules whose weights count (default: all).
+        tracked_modules: Names of the ``nn.Linear`` modules whose weights count (default: every trainable
+            ``nn.Linear`` the loss depends on; one it does not, like BERT's pooler under mean pooling, would have
+            no gradient statistics).
         call_kwargs: Extra keyword arguments for each call.
         output_dir: Folder for kronfluence's factors and scores.
         batch_size: Examples per batch.
@@ -315,7 +317,7 @@ def ekfac_reductions(
     from kronfluence.task import Task
 
     kwargs = dict(call_kwargs or {})
-    tracked = list(tracked_modules) if tracked_modules is not None else None
+    tracked = list(tracked_modules) if tracked_modules is not None else _used_linear_modules(module, train, kwargs)
 
     class ChoiceTask(Task):  # type: ignore[misc]
         def compute_train_loss(self, batch, model, sample=False):  # type: ignore[no-untyped-def]
@@ -344,6 +346,17 @@ def ekfac_reductions(
         _ekfac_scores(analyzer, train_set, test_set, batch_size, damping)
     scores = analyzer.load_pairwise_scores("scores")["all_modules"]  # (m, n)
     return scores.double().T.contiguous()
+
+
+def _used_linear_modules(module: nn.Module, train: tuple[Mapping[str, torch.Tensor], torch.Tensor],
+                         kwargs: Mapping[str, object]) -> list[str]:
+    """Names of the trainable ``nn.Linear`` modules that the loss of the first training example depends on."""
+    linear = [(name, sub) for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and sub.weight.requires_grad]
+    inputs, labels = train
+    logits = module(**{k: v[:1] for k, v in inputs.items()}, **kwargs)
+    loss = nn.functional.cross_entropy(logits, labels[:1])
+    grads = torch.autograd.grad(loss, [sub.weight for _, sub in linear], allow_unused=True)
+    return [name for (name, _), grad in zip(linear, grads) if grad is not None]
 
 
 def _ekfac_scores(analyzer, train_set, test_set, batch_size: int, damping: float) -> None:  # type: ignore[no-untyped-def]

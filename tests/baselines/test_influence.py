@@ -165,3 +165,24 @@ def test_kronfluence_ekfac_ranks_like_the_exact_hessian(tiny_bert, tmp_path):
     assert ekfac.shape == exact.shape == (40, 10)
     assert spearmanr(exact.ravel(), ekfac.ravel())[0] >= 0.85
     assert float((ekfac * exact).sum()) > 0  # same sign convention
+
+
+def test_kronfluence_on_a_fully_tuned_model_reduces_to_gradient_products_under_large_damping(tiny_bert, tmp_path):
+    # Full-model tuning: EK-FAC over every Linear module the loss depends on (BERT's unused pooler is left out).
+    # With a damping far above the Fisher's eigenvalues, (F + delta I)^-1 -> I / delta, so delta times the scores
+    # must approach the plain gradient products over those modules' weights and biases, computed here without
+    # kronfluence.
+    pytest.importorskip("kronfluence")
+    from simflib.influence import ekfac_reductions
+
+    encoder, tokenizer = load_encoder(tiny_bert)
+    model = apply_method(ChoiceModel(encoder, mode="classification", head_seed=3), "full")
+    pool, test = pool_and_test(load_task("boolq"), n_pool=8, m=3, seed=0)
+    train_data, test_data = (encode(x, tokenizer, mode="classification", max_length=24) for x in (pool, test))
+    damping = 1e4
+    ekfac = ekfac_reductions(model, _split(train_data), _split(test_data), damping=damping, output_dir=str(tmp_path))
+    linear = [name for name, sub in model.named_modules() if isinstance(sub, torch.nn.Linear) and "pooler" not in name]
+    names = [f"{name}.{kind}" for name in linear for kind in ("weight", "bias")]
+    objective = model_objective(model, names, *_split(train_data), call_kwargs={"prebuilt_mask": True})
+    products = objective.gradients(*_split(train_data)) @ objective.gradients(*_split(test_data)).T
+    np.testing.assert_allclose(damping * ekfac.numpy(), products.numpy(), rtol=1e-2, atol=1e-3 * float(products.abs().max()))
