@@ -67,6 +67,18 @@ def tracin_ideal(runs: RunSet | Sequence[Run], n_train: int | None = None, *, ex
     return stacked.mean(axis=0) if expected else stacked.sum(axis=0)
 
 
+def _checked_hypothetical(loss: ArrayLike, reduction: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(C, m) losses and (C, n, m) reductions as float arrays, with shapes and values checked."""
+    L = as_losses(loss, where="loss")
+    R = np.asarray(reduction, dtype=np.float64)
+    if R.ndim != 3 or R.shape[0] != L.shape[0] or R.shape[2] != L.shape[1]:
+        raise ValueError(f"reduction must have shape (C, n, m) = ({L.shape[0]}, n, {L.shape[1]}), got {R.shape}")
+    if not np.isfinite(R).all():
+        c, i, j = np.argwhere(~np.isfinite(R))[0]
+        raise ValueError(f"reduction: non-finite value at checkpoint {c}, training example {i}, test example {j}")
+    return L, R
+
+
 def hypothetical_observations(
     loss: ArrayLike, reduction: ArrayLike
 ) -> Observations:
@@ -84,13 +96,7 @@ def hypothetical_observations(
     Returns:
         C * n observations over a pool of n.
     """
-    L = as_losses(loss, where="loss")
-    R = np.asarray(reduction, dtype=np.float64)
-    if R.ndim != 3 or R.shape[0] != L.shape[0] or R.shape[2] != L.shape[1]:
-        raise ValueError(f"reduction must have shape (C, n, m) = ({L.shape[0]}, n, {L.shape[1]}), got {R.shape}")
-    if not np.isfinite(R).all():
-        c, i, j = np.argwhere(~np.isfinite(R))[0]
-        raise ValueError(f"reduction: non-finite value at checkpoint {c}, training example {i}, test example {j}")
+    L, R = _checked_hypothetical(loss, reduction)
     C, n, m = R.shape
     batches = np.tile(np.arange(n), C)[:, None]
     before = np.repeat(L, n, axis=0)
@@ -148,9 +154,7 @@ class HypotheticalSums:
         """Sums of (C, m) checkpoint losses and (C, n, m) reductions (checked as :func:`hypothetical_observations`)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        obs = hypothetical_observations(loss, reduction)  # validates shapes and values
-        L = obs.loss_before[:: obs.n_train]
-        R = np.asarray(reduction, dtype=np.float64)
+        L, R = _checked_hypothetical(loss, reduction)
         return cls(
             count=int(L.shape[0]),
             loss=L.sum(axis=0),
