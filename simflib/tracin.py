@@ -214,7 +214,7 @@ def one_step_check(
     """
     import torch
 
-    from simflib.models import example_losses
+    from simflib.models import example_losses, per_example_loss
 
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
@@ -230,7 +230,7 @@ def one_step_check(
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
         index = torch.tensor([train_index], device=device)
-        loss = torch.nn.functional.cross_entropy(model(**one.select(index)).float(), one.labels[index])
+        loss = per_example_loss(model(**one.select(index)), one.labels[index]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
