@@ -42,9 +42,12 @@ book-student: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_collect.py
+	$(BIN)/python benchmarks/bench_gradients.py
+	$(BIN)/python benchmarks/bench_memory.py
 
 # Record the committed settings' runs (hours on 2 cores; resumable: rerun to continue).
-SETTINGS := boolq-minilm-ia3 boolq-minilm-full piqa-minilm-ia3 piqa-minilm-lora siqa-minilm-ia3
+SETTINGS := boolq-minilm-ia3 boolq-minilm-full piqa-minilm-ia3 piqa-minilm-lora siqa-minilm-ia3 piqa-smollm2-lora
 runs: $(STAMP)
 	for s in $(SETTINGS); do $(BIN)/python -m simflib collect --setting $$s || exit 1; done
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from simflib import models
 from simflib.runs import Run
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
@@ -40,14 +41,11 @@ def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) 
     """
     labels = batch["labels"]
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits.float()
-    if logits.dim() == 2:
-        return torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-    if getattr(model.config, "is_encoder_decoder", False) is False:
+    logits = model(**inputs).logits
+    if logits.dim() == 3 and getattr(model.config, "is_encoder_decoder", False) is False:
+        # transformers' causal labels are the input tokens themselves: position p predicts label p + 1
         logits, labels = logits[:, :-1], labels[:, 1:]
-    token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
-    counts = (labels != -100).sum(1).clamp(min=1)
-    return token.sum(1) / counts
+    return models.per_example_loss(logits, labels)
 
 
 class TrajectoryRecorder(TrainerCallback):
