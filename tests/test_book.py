@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,7 +86,62 @@ def test_launch_buttons_get_the_repository_when_one_is_known(monkeypatch, tmp_pa
     config = yaml.safe_load(book._build_config(student=False, mathjax=None, out_dir=tmp_path).read_text())
     assert config["repository"]["url"] == "https://github.com/someone/simflib"
     assert config["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+    assert config["repository"]["branch"] == book.NOTEBOOK_BRANCH
+    assert "simflib._launch" in config["sphinx"]["extra_extensions"]
     monkeypatch.setenv("SIMFLIB_REPOSITORY_URL", "file:///local/only")
     assert book.repository_url() is None
     config = yaml.safe_load(book._build_config(student=False, mathjax=None, out_dir=tmp_path).read_text())
     assert "launch_buttons" not in config and "repository" not in config
+
+
+def test_notebooks_are_the_chapters_behind_a_setup_cell(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    url = "https://github.com/someone/simflib"
+    written = book.write_notebooks(tmp_path, url=url)
+    assert [p.stem for p in written] == book.chapters()
+    for path in written:
+        nb = nbformat.read(path, as_version=4)
+        setup, rest = nb.cells[0], nb.cells[1:]
+        assert setup.metadata["tags"] == ["simflib-setup"]
+        compile(setup.source, str(path), "exec")  # valid Python
+        assert url in setup.source and repr(book.NOTEBOOK_BRANCH) in setup.source
+        source = jupytext.read(book.BOOK / f"{path.stem}.md")
+        assert [c.source for c in rest] == [c.source for c in source.cells]
+        assert all(not c.outputs for c in rest if c.cell_type == "code")
+
+
+def test_notebooks_need_a_repository(monkeypatch, tmp_path):
+    monkeypatch.setattr(book, "repository_url", lambda: None)
+    with pytest.raises(ValueError, match="no repository URL"):
+        book.write_notebooks(tmp_path)
+
+
+def test_built_launch_buttons_open_the_notebooks(tmp_path):
+    """A one-chapter jupyter-book build: Binder and Colab must link the chapter's .ipynb on the notebooks branch."""
+    yaml = pytest.importorskip("yaml")
+    pytest.importorskip("jupyter_book")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "chapter.md").write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        "# A chapter\n\n```{code-cell} ipython3\n1 + 1\n```\n"
+    )
+    (src / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
+    config = {
+        "title": "t", "execute": {"execute_notebooks": "off"},
+        "repository": {"url": "https://github.com/someone/simflib", "path_to_book": "book",
+                       "branch": book.NOTEBOOK_BRANCH},
+        "launch_buttons": {"binderhub_url": "https://mybinder.org", "colab_url": "https://colab.research.google.com",
+                           "notebook_interface": "jupyterlab"},
+        "sphinx": {"extra_extensions": ["simflib._launch"]},
+    }
+    (src / "_config.yml").write_text(yaml.safe_dump(config))
+    done = subprocess.run([str(Path(sys.executable).with_name("jupyter-book")), "build", str(src), "--path-output", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=book.ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    html = (tmp_path / "out" / "_build" / "html" / "chapter.html").read_text()
+    colab = "https://colab.research.google.com/github/someone/simflib/blob/notebooks/book/chapter.ipynb"
+    binder = "https://mybinder.org/v2/gh/someone/simflib/notebooks?urlpath=lab/tree/book/chapter.ipynb"
+    assert colab in html and binder in html
+    assert "book/chapter.md" not in html.replace("_sources/chapter.md", "")

@@ -8,7 +8,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from simflib.callback import TrajectoryRecorder, per_example_loss  # noqa: E402
+from simflib.callback import TrajectoryRecorder, trainer_batch_losses  # noqa: E402
 
 
 def _tiny_classifier():
@@ -44,13 +44,13 @@ def test_records_batches_losses_and_schedule(tmp_path):
     train, test = _rows(10, 0), _rows(6, 1, with_index=False)
     model = _tiny_classifier()
     recorder = TrajectoryRecorder(test, n_train=10)
-    before = per_example_loss(model.eval(), transformers.default_data_collator(test)).detach().numpy()
+    before = trainer_batch_losses(model.eval(), transformers.default_data_collator(test)).detach().numpy()
     _trainer(model, train, recorder, tmp_path).train()
     run = recorder.run()
     assert run.curriculum.shape == (5, 2) and run.losses.shape == (6, 6)
     assert set(run.curriculum.ravel()) <= set(range(10))
     np.testing.assert_allclose(run.losses[0], before, rtol=1e-5)
-    after = per_example_loss(model.eval(), transformers.default_data_collator(test)).detach().numpy()
+    after = trainer_batch_losses(model.eval(), transformers.default_data_collator(test)).detach().numpy()
     np.testing.assert_allclose(run.losses[-1], after, rtol=1e-5)
     lr = run.extras["learning_rate"]
     assert lr.shape == (5,) and np.all(np.diff(lr) < 0)  # the linear decay was recorded
