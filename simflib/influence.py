@@ -283,7 +283,7 @@ def ekfac_reductions(
     train: tuple[Mapping[str, torch.Tensor], torch.Tensor],
     test: tuple[Mapping[str, torch.Tensor], torch.Tensor],
     *,
-    damping: float,
+    damping: float | None,
     tracked_modules: Sequence[str] | None = None,
     call_kwargs: Mapping[str, object] | None = None,
     output_dir: str,
@@ -301,7 +301,8 @@ def ekfac_reductions(
         module: Returns logits from ``module(**inputs, **call_kwargs)``.
         train: (inputs, labels) of the n training examples.
         test: (inputs, labels) of the m test examples.
-        damping: Added to the approximate Fisher (kronfluence's ``damping_factor``).
+        damping: Added to the approximate Fisher (kronfluence's ``damping_factor``); None lets kronfluence choose
+            a tenth of the mean eigenvalue, a scale-free choice for models whose Fisher scale is unknown.
         tracked_modules: Names of the ``nn.Linear`` modules whose weights count (default: every trainable
             ``nn.Linear`` the loss depends on; one it does not, like BERT's pooler under mean pooling, would have
             no gradient statistics).

@@ -388,7 +388,7 @@ def _encode_answers(  # type: ignore[no-untyped-def]
         labels = torch.full((n, max_length), IGNORE_INDEX, dtype=torch.long)
         for i, (prompt, answer) in enumerate(zip(prompts, answers)):
             answer = answer[: max_length - 1]
-            prompt = prompt[len(prompt) - (max_length - len(answer)) :] if len(prompt) + len(answer) > max_length else prompt
+            prompt = prompt[-(max_length - len(answer)) :]  # at least one prompt token predicts the answer's first
             ids = prompt + answer
             input_ids[i, : len(ids)] = torch.tensor(ids)
             attention_mask[i, : len(ids)] = 1
