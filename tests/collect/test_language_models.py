@@ -128,3 +128,27 @@ def test_per_example_gradients_of_language_models_vmap_equals_loop(request, mode
     assert loop.shape == (5, sum(p.numel() for p in model.parameters() if p.requires_grad))
     assert loop.abs().sum() > 0
     torch.testing.assert_close(auto, loop, rtol=1e-6, atol=1e-8)
+
+
+def test_smollm2_is_dequantised_once_into_the_cache(tmp_path, monkeypatch):
+    """The embedded gguf model: dequantised on first use into $SIMFLIB_CACHE, read from there afterwards."""
+    pytest.importorskip("gguf")
+    import simflib.models as models
+
+    monkeypatch.setenv("SIMFLIB_CACHE", str(tmp_path))
+    path = models.resolve_model("smollm2")
+    assert path.startswith(str(tmp_path)) and (tmp_path / path.split("/")[-1] / "model.safetensors").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+    def no_second_time(*args, **kwargs):
+        raise AssertionError("dequantised twice")
+
+    monkeypatch.setattr(models, "_dequantise", no_second_time)
+    assert models.resolve_model("smollm2") == path
+    lm, tokenizer, kind = load_model("smollm2")
+    assert kind == "causal" and 130e6 < sum(p.numel() for p in lm.parameters()) < 140e6
+    # a pretrained model predicts real answers far better than a uniform guess over its vocabulary
+    data = encode(load_task("piqa")[:4], tokenizer, mode="causal", max_length=64)
+    with torch.no_grad():
+        losses = example_losses(AnswerLM(lm, kind="causal").eval(), data)
+    assert bool((losses < 0.8 * np.log(len(tokenizer))).all())
