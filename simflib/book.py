@@ -80,9 +80,10 @@ def run_chapter(
     Returns:
         Path of the executed notebook.
 
+    A failing cell raises papermill's execution error, after the partly executed notebook is written.
+
     Raises:
         ValueError: If the chapter does not exist or lacks a ``parameters`` cell, or a parameter is unknown.
-        papermill.PapermillExecutionError: If a cell fails (the partial notebook is still written).
     """
     import jupytext
     import papermill
