@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -320,8 +321,8 @@ class Encoded:
 
     def to(self, device: str | torch.device) -> Encoded:
         """A copy on ``device``."""
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Encoded(*(move(getattr(self, f)) for f in ("input_ids", "attention_mask", "token_type_ids", "labels", "decoder_input_ids")))
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Encoded(**{name: None if value is None else value.to(device) for name, value in values.items()})
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
