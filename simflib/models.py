@@ -98,19 +98,30 @@ def embedded_source(name: str) -> tuple[Path, str]:
     return Path(list(spec.submodule_search_locations)[0]), inner
 
 
+@contextlib.contextmanager
+def _no_progress_bars():  # type: ignore[no-untyped-def]
+    """Silence transformers' per-load progress bars (logs, rendered chapters), restoring the setting after."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _dequantise(folder: Path, gguf_file: str, target: Path) -> None:
     """Dequantise a gguf model and its tokenizer into ``target``, atomically (a half-written copy never shows)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     if importlib.util.find_spec("gguf") is None:
         raise ValueError(f"reading {gguf_file} needs the package gguf (pip install gguf)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
     try:
-        with contextlib.redirect_stderr(io.StringIO()):  # transformers' per-tensor progress bar
+        with _no_progress_bars(), contextlib.redirect_stderr(io.StringIO()):  # and the per-tensor bar of gguf
             quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         # The weights are float32 now, but the model still counts as gguf-quantised and refuses to be saved:
@@ -128,8 +139,6 @@ def _dequantise(folder: Path, gguf_file: str, target: Path) -> None:
             if not (target / "config.json").is_file():
                 raise
     finally:
-        if bars:
-            hf_logging.enable_progress_bar()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -154,23 +163,19 @@ def load_model(name: str, *, offline: bool = True) -> tuple[nn.Module, object, K
         ValueError: If the model cannot be found (offline, not cached), before any training starts.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     path = resolve_model(name)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no per-load progress bars in logs and rendered chapters
     try:
-        kind = model_kind(AutoConfig.from_pretrained(path, local_files_only=offline))
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
-        auto = {"encoder": AutoModel, "causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}[kind]
-        model = auto.from_pretrained(path, local_files_only=offline, attn_implementation="eager", dtype=torch.float32)
+        with _no_progress_bars():
+            kind = model_kind(AutoConfig.from_pretrained(path, local_files_only=offline))
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
+            auto = {"encoder": AutoModel, "causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}[kind]
+            model = auto.from_pretrained(path, local_files_only=offline, attn_implementation="eager",
+                                         dtype=torch.float32)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"model {name!r} could not be loaded{' offline' if offline else ''} from {path!r}: {str(err).splitlines()[0]}"
         ) from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     return model, tokenizer, kind
 
 
