@@ -17,7 +17,7 @@ import time
 import torch
 
 from simflib.collect import DEFAULT_SETTINGS, Setting
-from simflib.models import example_losses
+from simflib.models import example_losses, per_example_loss
 
 
 def _sync(device: str) -> None:
@@ -41,7 +41,7 @@ def measure(name: str, steps: int, device: str) -> tuple[str, float, float, floa
     start = time.perf_counter()
     for t in range(steps):
         batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0], device=device)
-        loss = torch.nn.functional.cross_entropy(model(**setting.train_data.select(batch)), setting.train_data.labels[batch])
+        loss = per_example_loss(model(**setting.train_data.select(batch)), setting.train_data.labels[batch]).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
