@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,39 @@ def test_committed_settings_are_complete_and_consistent(name):
         assert len(runs) == cfg.n_runs, f"{name}: {len(runs)} of {cfg.n_runs} runs collected"
     assert all(r.n_steps == runs[0].n_steps for r in runs)
     np.testing.assert_allclose(np.stack([r.initial_loss for r in runs]), runs[0].initial_loss[None].repeat(len(runs), 0), atol=1e-6)
+
+
+TRACIN = DATA.parent / "tracin"
+# TracIn-CP sums still being computed (resumably): they must cover part of the fit runs, and this list must shrink.
+TRACIN_IN_PROGRESS: set[str] = {"boolq-minilm-ia3/all-split0"}
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in TRACIN.glob("*/*/config.json")), ids=str)
+def test_committed_tracin_sums_belong_to_their_runs(folder):
+    """The sums were computed for the committed runs' fit split, and each file belongs to its run: it summed that
+    run's recorded test losses over exactly the checkpoint steps 0..T-1 (a file of another run, or of a
+    different set of steps, has other sums)."""
+    from simflib.baselines import HypotheticalSums
+    from simflib.runs import PAPER_SPLIT
+
+    info = json.loads((folder / "config.json").read_text())
+    runs = load_collected(DATA.parent.parent / info["folder"])
+    assert info["fingerprint"] == runs.meta["fingerprint"]
+    fit, _, _ = runs.split(seed=info["split_seed"], sizes=PAPER_SPLIT)
+    assert info["run_indices"] == [runs.meta["runs"][i]["run_index"] for i in fit.meta["run_indices"]]
+    done = sorted(int(p.stem.split("-")[1]) for p in folder.glob("run-*.npz"))
+    assert set(done) <= set(info["run_indices"]), "sums of runs outside the fit split"
+    key = f"{folder.parent.name}/{folder.name}"
+    if key in TRACIN_IN_PROGRESS:
+        assert 0 < len(done) < len(info["run_indices"]), f"{key} is complete: take it out of TRACIN_IN_PROGRESS"
+    else:
+        assert done == sorted(info["run_indices"]), f"{key}: sums for {len(done)} of {len(info['run_indices'])} runs"
+    position = {info_k["run_index"]: i for i, info_k in enumerate(runs.meta["runs"])}
+    for k in done:
+        sums = HypotheticalSums.load(folder / f"run-{k:05d}.npz")
+        run = runs[position[k]]
+        assert (sums.n_train, sums.m) == (runs.n_train, runs.m)
+        if info["checkpoints"] == "all":  # every step before the last: theta_0 .. theta_{T-1}
+            assert sums.count == run.n_steps
+            for got, want in ((sums.loss, run.losses[:-1].sum(axis=0)), (sums.loss_sq, (run.losses[:-1] ** 2).sum(axis=0))):
+                np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=f"run {k}")
