@@ -425,12 +425,13 @@ def apply_method(model: nn.Module, method: str, *, lora_rank: int = 8) -> nn.Mod
     query/value for LoRA; Llama: k/v/down projections for IA3, q/v for LoRA; T5: k/v/wo and q/v).
 
     Raises:
-        ValueError: On an unknown method or model.
+        ValueError: On an unknown method.
+        TypeError: On a model that is neither a :class:`ChoiceModel` nor an :class:`AnswerLM`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown tuning method {method!r}; known: {', '.join(METHODS)}")
     if not isinstance(model, (ChoiceModel, AnswerLM)):
-        raise ValueError(f"apply_method needs a ChoiceModel or an AnswerLM, got {type(model).__name__}")
+        raise TypeError(f"apply_method needs a ChoiceModel or an AnswerLM, got {type(model).__name__}")
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)

@@ -123,6 +123,7 @@ class RunSet(Sequence[Run]):
     Raises:
         ValueError: On an empty set, a run with a different number of test examples, or an index out of range,
             naming the run.
+        TypeError: On an element that is not a :class:`Run`, naming its position.
     """
 
     def __init__(self, runs: Sequence[Run] | Iterator[Run], n_train: int, meta: Mapping[str, Any] | None = None):
@@ -134,7 +135,7 @@ class RunSet(Sequence[Run]):
         m = runs[0].m if isinstance(runs[0], Run) else None
         for k, run in enumerate(runs):
             if not isinstance(run, Run):
-                raise ValueError(f"RunSet: run {k} is a {type(run).__name__}, not a simflib.Run")
+                raise TypeError(f"RunSet: run {k} is a {type(run).__name__}, not a simflib.Run")
             if run.m != m:
                 raise ValueError(f"RunSet: run {k} has m={run.m} test examples but run 0 has m={m}")
             as_curriculum(run.curriculum, n_train=int(n_train), where=f"run {k}: curriculum")

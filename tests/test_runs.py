@@ -52,6 +52,8 @@ def test_runset_errors_name_the_run():
         RunSet([], 5)
     with pytest.raises(ValueError, match="meta must be JSON"):
         RunSet([good], 5, meta={"x": object()})
+    with pytest.raises(TypeError, match="run 1 is a ndarray, not a simflib.Run"):
+        RunSet([good, np.zeros((2, 3))], 5)
 
 
 def test_sequence_protocol():

@@ -117,6 +117,12 @@ def test_language_model_runs_are_deterministic_and_move(tmp_path, request, model
         assert trainable and all(method in n for n in trainable)  # adapters only; no head to train
 
 
+def test_apply_method_refuses_a_bare_model(tiny_llama):
+    lm, _, _ = load_model(tiny_llama)
+    with pytest.raises(TypeError, match="needs a ChoiceModel or an AnswerLM, got LlamaForCausalLM"):
+        apply_method(lm, "lora")
+
+
 @pytest.mark.parametrize("model_fixture", ["tiny_llama", "tiny_t5"])
 def test_per_example_gradients_of_language_models_vmap_equals_loop(request, model_fixture):
     lm, tokenizer, kind = load_model(request.getfixturevalue(model_fixture))
