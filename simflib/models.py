@@ -24,15 +24,15 @@ that every run of a setting starts from the same model. Language models need no 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
-import io
 import importlib.util
+import io
 import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal

@@ -9,7 +9,7 @@ from simflib import book
 
 def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
     text = (book.ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert blocks, "the README has no python example"
     monkeypatch.chdir(tmp_path)
     for code in blocks:

@@ -139,7 +139,7 @@ def test_per_example_gradients_of_language_models_vmap_equals_loop(request, mode
 def test_smollm2_is_dequantised_once_into_the_cache(tmp_path, monkeypatch):
     """The embedded gguf model: dequantised on first use into $SIMFLIB_CACHE, read from there afterwards."""
     pytest.importorskip("gguf")
-    import simflib.models as models
+    from simflib import models
 
     monkeypatch.setenv("SIMFLIB_CACHE", str(tmp_path))
     path = models.resolve_model("smollm2")
