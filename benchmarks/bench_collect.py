@@ -58,7 +58,8 @@ def measure(name: str, steps: int, device: str) -> tuple[str, float, float, floa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--settings", nargs="*", default=["boolq-minilm-ia3", "piqa-minilm-ia3"])
+    parser.add_argument("--settings", nargs="*", default=list(DEFAULT_SETTINGS),
+                        help="settings to measure (default: every committed setting)")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
