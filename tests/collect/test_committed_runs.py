@@ -56,7 +56,8 @@ TRACIN = DATA.parent / "tracin"
 TRACIN_IN_PROGRESS: set[str] = set()
 
 
-@pytest.mark.parametrize("folder", sorted(p.parent for p in TRACIN.glob("*/*/config.json")), ids=str)
+@pytest.mark.parametrize("folder", sorted(p.parent for p in TRACIN.glob("*/*/config.json")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_tracin_sums_belong_to_their_runs(folder):
     """The sums were computed for the committed runs' fit split, and each file belongs to its run: it summed that
     run's recorded test losses over exactly the checkpoint steps 0..T-1 (a file of another run, or of a
