@@ -5,6 +5,9 @@ from simflib.functional.linear import Observations, UnidentifiableError
 from simflib.metrics import evaluate, summarize
 from simflib.runs import PAPER_SPLIT, Run, RunSet
 from simflib.simulators import (
+    BASELINE,
+    SIMULATORS,
+    MeanTrajectory,
     SimfluenceAdditive,
     SimfluenceLinear,
     SimfluenceMultiplicative,
@@ -14,7 +17,10 @@ from simflib.simulators import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BASELINE",
     "PAPER_SPLIT",
+    "SIMULATORS",
+    "MeanTrajectory",
     "Observations",
     "Run",
     "RunSet",

@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", help="override the recorded device (cpu, cuda)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    runs = load_collected(args.folder)
+    runs = load_collected(args.folder, n_runs=sum(PAPER_SPLIT))
     config = CollectConfig(**runs.meta["config"])
     if args.device:
         config = dataclasses.replace(config, device=args.device)

@@ -15,4 +15,4 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "SimfluenceLinear" in out and "±" in out
+    assert "Simfluence-Linear" in out and "±" in out

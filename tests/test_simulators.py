@@ -59,8 +59,8 @@ def test_linear_beats_ablations_on_linear_markov_data(split):
     grid = [1e-4, 1e-3, 1e-2, 1e-1]
     per_run = [evaluate(cls(100).fit(fit, val=val, l2_grid=grid), test) for cls in (SimfluenceLinear, SimfluenceAdditive, SimfluenceMultiplicative)]
     table = summarize(__import__("pandas").concat(per_run))
-    assert table.loc["SimfluenceLinear", "all_steps_mse_mean"] < table.loc["SimfluenceAdditive", "all_steps_mse_mean"]
-    assert table.loc["SimfluenceLinear", "runs"] == 10
+    assert table.loc["Simfluence-Linear", "all_steps_mse_mean"] < table.loc["Simfluence-Additive", "all_steps_mse_mean"]
+    assert table.loc["Simfluence-Linear", "runs"] == 10
 
 
 def test_summarize_matches_numpy(split):
@@ -98,8 +98,6 @@ def test_usage_errors():
         SimfluenceLinear(5).fit(runs)
     with pytest.raises(ValueError, match="needs validation runs"):
         SimfluenceLinear(4).fit(runs, l2_grid=[1.0])
-    with pytest.raises(ValueError, match="without an l2_grid"):
-        SimfluenceLinear(4).fit(runs, val=runs)
     with pytest.raises(ValueError, match="no runs"):
         SimfluenceLinear(4).fit([])
 
@@ -137,3 +135,14 @@ def test_evaluate_rescale_uses_the_best_factor_per_trajectory():
     assert (raw.all_steps_mse > 0.1).all()
     np.testing.assert_allclose(rescaled.all_steps_mse, 0.0, atol=1e-24)
     np.testing.assert_array_equal(rescaled.final_step_spearman, raw.final_step_spearman)  # ranks: unscaled
+
+
+def test_validation_runs_alone_choose_lambda_from_the_documented_grid(split):
+    from simflib.simulators import L2_GRID
+
+    fit, val, _ = split
+    chosen = SimfluenceLinear(100).fit(fit, val=val)
+    explicit = SimfluenceLinear(100).fit(fit, val=val, l2_grid=list(L2_GRID))
+    assert chosen.validation["l2"].tolist() == sorted(L2_GRID)
+    assert chosen.l2 == explicit.l2
+    np.testing.assert_array_equal(chosen.A, explicit.A)

@@ -9,16 +9,29 @@ from simflib.functional.linear import (
     observation_counts,
     simulate_linear,
 )
-from simflib.functional.metrics import all_steps_mse, final_step_spearman
+from simflib.functional.metrics import (
+    LDS,
+    all_steps_lds,
+    all_steps_mse,
+    final_step_lds,
+    final_step_spearman,
+    lds_per_example,
+    mse_improvement,
+)
 
 __all__ = [
+    "LDS",
     "LinearFit",
     "Observations",
     "UnidentifiableError",
+    "all_steps_lds",
     "all_steps_mse",
     "batching_matrix",
+    "final_step_lds",
     "final_step_spearman",
     "fit_linear",
+    "lds_per_example",
+    "mse_improvement",
     "observation_counts",
     "simulate_linear",
 ]

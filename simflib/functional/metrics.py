@@ -1,6 +1,15 @@
-"""Simulation-accuracy metrics of the paper's §2.2, as pure functions over trajectory arrays."""
+"""Simulation-accuracy metrics as pure functions over trajectory arrays.
+
+The paper's §2.2 scores one run at a time: all-steps MSE and final-step Spearman *across test examples*. Both are
+dominated by what every run shares (the loss falls, hard examples stay hard), so a predictor that ignores the
+curriculum scores well on them. The linear datamodeling score (LDS; Park et al. 2023, TRAK) asks what a simulator
+exists for: for one test example, does it rank the *runs* by their effect on its loss? It is Spearman's rho across
+runs, averaged over test examples.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -36,6 +45,17 @@ def all_steps_mse(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64] | flo
     return float(out) if out.ndim == 0 else out
 
 
+def _rank_correlation(p: NDArray[np.float64], t: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
+    """Spearman's rho along ``axis`` (average ranks for ties); NaN where either side is constant."""
+    rp = rankdata(p, axis=axis)
+    rt = rankdata(t, axis=axis)
+    rp -= rp.mean(axis=axis, keepdims=True)
+    rt -= rt.mean(axis=axis, keepdims=True)
+    denom = np.sqrt((rp**2).sum(axis) * (rt**2).sum(axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (rp * rt).sum(axis) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
 def final_step_spearman(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64] | float:
     """Spearman's rank correlation across test examples between simulated and observed losses at step T.
 
@@ -51,11 +71,100 @@ def final_step_spearman(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64]
     p, t = _pair(pred, true)
     if p.shape[-1] < 2:
         raise ValueError(f"Spearman's rho needs at least 2 test examples, got m={p.shape[-1]}")
-    rp = rankdata(p[..., -1, :], axis=-1)
-    rt = rankdata(t[..., -1, :], axis=-1)
-    rp -= rp.mean(axis=-1, keepdims=True)
-    rt -= rt.mean(axis=-1, keepdims=True)
-    denom = np.sqrt((rp**2).sum(-1) * (rt**2).sum(-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(denom > 0, (rp * rt).sum(-1) / np.where(denom > 0, denom, 1.0), np.nan)
+    out = _rank_correlation(p[..., -1, :], t[..., -1, :], axis=-1)
     return float(out) if out.ndim == 0 else out
+
+
+def lds_per_example(pred: ArrayLike, true: ArrayLike, *, step: int = -1) -> NDArray[np.float64]:
+    """Spearman's rho *across runs* between simulated and observed losses at one step, for each test example.
+
+    Args:
+        pred: (R, T + 1, m) simulated trajectories of R runs.
+        true: (R, T + 1, m) observed trajectories of the same runs.
+        step: Which step (default the last, T).
+
+    Returns:
+        (m,) correlations; NaN for a test example whose simulated or observed losses are constant across runs (a
+        rank correlation is undefined there).
+    """
+    p, t = _runs_pair(pred, true)
+    return _rank_correlation(p[:, step, :], t[:, step, :], axis=0)
+
+
+def final_step_lds(pred: ArrayLike, true: ArrayLike) -> LDS:
+    """Linear datamodeling score at the final step: the mean over test examples of Spearman's rho across runs.
+
+    Args:
+        pred: (R, T + 1, m) simulated trajectories of R held-out runs.
+        true: (R, T + 1, m) observed trajectories.
+
+    Returns:
+        An :class:`LDS`: the score, and how many test examples were skipped because their simulated or observed
+        final losses are constant across runs.
+    """
+    rho = lds_per_example(pred, true)
+    return LDS.of(rho)
+
+
+def all_steps_lds(pred: ArrayLike, true: ArrayLike) -> LDS:
+    """LDS averaged over steps 1..T: at each step, the mean over test examples of Spearman's rho across runs.
+
+    Steps at which every test example is constant (on either side) are left out of the average.
+
+    Args:
+        pred: (R, T + 1, m) simulated trajectories.
+        true: (R, T + 1, m) observed trajectories.
+
+    Returns:
+        An :class:`LDS` whose ``skipped`` counts the (step, test example) pairs left out.
+    """
+    p, t = _runs_pair(pred, true)
+    rho = _rank_correlation(p[:, 1:, :], t[:, 1:, :], axis=0)  # (T, m)
+    defined = ~np.isnan(rho)
+    per_step = np.array([rho[k, defined[k]].mean() for k in range(rho.shape[0]) if defined[k].any()])
+    score = float(per_step.mean()) if per_step.size else float("nan")
+    return LDS(score, int((~defined).sum()), int(rho.size))
+
+
+def mse_improvement(mse: ArrayLike, mse_baseline: ArrayLike) -> NDArray[np.float64] | float:
+    """Improvement over a baseline: ``1 - MSE / MSE_baseline`` (0 is no better, 1 is perfect, < 0 is worse).
+
+    Args:
+        mse: Mean all-steps MSE of a simulator (any shape).
+        mse_baseline: That of the baseline, broadcastable to ``mse``; must be positive (NaN gives NaN).
+    """
+    a, b = np.asarray(mse, dtype=np.float64), np.asarray(mse_baseline, dtype=np.float64)
+    if np.any(b <= 0):
+        raise ValueError(f"mse_improvement: the baseline's MSE must be positive, got {b}")
+    out = 1.0 - a / b
+    return float(out) if out.ndim == 0 else out
+
+
+class LDS(NamedTuple):
+    """A linear datamodeling score with the count of undefined correlations left out of it.
+
+    Attributes:
+        score: Mean Spearman's rho over the defined correlations (NaN if none is defined).
+        skipped: Correlations left out because one side was constant across runs.
+        total: Correlations computed (test examples, times steps for the all-steps score).
+    """
+
+    score: float
+    skipped: int
+    total: int
+
+    @classmethod
+    def of(cls, rho: NDArray[np.float64]) -> LDS:
+        """Summarise per-example correlations (NaN = undefined)."""
+        defined = ~np.isnan(rho)
+        score = float(rho[defined].mean()) if defined.any() else float("nan")
+        return cls(score, int((~defined).sum()), int(rho.size))
+
+
+def _runs_pair(pred: ArrayLike, true: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    p, t = _pair(pred, true)
+    if p.ndim != 3:
+        raise ValueError(f"LDS needs stacked runs of shape (R, T + 1, m), got shape {p.shape}")
+    if p.shape[0] < 2:
+        raise ValueError(f"LDS ranks runs: it needs at least 2 runs, got R={p.shape[0]}")
+    return p, t

@@ -59,6 +59,8 @@ def test_resume_trains_only_missing_runs(tmp_path, tiny_bert):
     first = (tmp_path / "run-00000.npz").stat().st_mtime_ns
     runs = collect(cfg, tmp_path, progress=False)
     assert len(runs) == 3 and (tmp_path / "run-00000.npz").stat().st_mtime_ns == first
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    assert recorded["config"]["n_runs"] == 3 and "--n-runs 3" in recorded["command"]  # the extension is recorded
     reference = collect(cfg, tmp_path / "fresh", progress=False)
     for r, s in zip(runs, reference):
         np.testing.assert_allclose(r.losses, s.losses, atol=1e-6)

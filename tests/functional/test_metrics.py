@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from simflib.functional.metrics import all_steps_mse, final_step_spearman
+from simflib.functional.metrics import (
+    all_steps_lds,
+    all_steps_mse,
+    final_step_lds,
+    final_step_spearman,
+    lds_per_example,
+    mse_improvement,
+)
 
 
 def test_all_steps_mse_excludes_step_zero_and_averages_steps_and_examples():
@@ -41,3 +48,67 @@ def test_metric_input_errors():
         all_steps_mse(np.array([[0.0], [np.nan]]), np.zeros((2, 1)))
     with pytest.raises(ValueError, match="at least 2 test examples"):
         final_step_spearman(np.zeros((3, 1)), np.zeros((3, 1)))
+
+
+def _brute_lds(pred, true, step):
+    """Mean over test examples of scipy's Spearman across runs, skipping constant columns (a loop, no vectors)."""
+    values, skipped = [], 0
+    for j in range(pred.shape[2]):
+        p, t = pred[:, step, j], true[:, step, j]
+        if np.all(p == p[0]) or np.all(t == t[0]):
+            skipped += 1
+            continue
+        values.append(spearmanr(p, t).statistic)
+    return (float(np.mean(values)) if values else float("nan")), skipped
+
+
+def _lds_case(seed=0):
+    rng = np.random.default_rng(seed)
+    pred = rng.normal(size=(7, 5, 6)).round(1)  # rounding makes ties across runs
+    true = pred + rng.normal(scale=0.5, size=pred.shape).round(1)
+    pred[:, :, 2] = 3.0  # a test example the simulator predicts constant across runs
+    true[:, -1, 4] = 1.0  # one whose observed final loss is the same in every run
+    pred[:, 3, :] = 0.0  # a step at which everything is constant
+    return pred, true
+
+
+def test_final_step_lds_matches_a_scipy_loop_with_ties_and_constant_columns():
+    pred, true = _lds_case()
+    expected, skipped = _brute_lds(pred, true, -1)
+    result = final_step_lds(pred, true)
+    assert result.score == pytest.approx(expected, abs=1e-12)
+    assert (result.skipped, result.total) == (skipped, 6) == (2, 6)
+    rho = lds_per_example(pred, true)
+    assert np.isnan(rho[[2, 4]]).all() and not np.isnan(np.delete(rho, [2, 4])).any()
+
+
+def test_all_steps_lds_averages_the_per_step_scores_over_steps_with_any_defined():
+    pred, true = _lds_case(1)
+    per_step = [_brute_lds(pred, true, t) for t in range(1, 5)]
+    defined = [score for score, _ in per_step if not np.isnan(score)]
+    result = all_steps_lds(pred, true)
+    assert len(defined) == 3  # step 3 is constant everywhere
+    assert result.score == pytest.approx(np.mean(defined), abs=1e-12)
+    assert result.skipped == sum(s for _, s in per_step) and result.total == 4 * 6
+
+
+def test_lds_is_one_for_any_increasing_transform_and_minus_one_reversed():
+    rng = np.random.default_rng(2)
+    true = rng.normal(size=(9, 3, 4))
+    assert final_step_lds(np.exp(true), true).score == pytest.approx(1.0)
+    assert final_step_lds(-true, true).score == pytest.approx(-1.0)
+    assert np.isnan(final_step_lds(np.zeros_like(true), true).score)
+
+
+def test_lds_input_errors():
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        final_step_lds(np.zeros((1, 3, 2)), np.zeros((1, 3, 2)))
+    with pytest.raises(ValueError, match=r"\(R, T \+ 1, m\)"):
+        final_step_lds(np.zeros((3, 2)), np.zeros((3, 2)))
+
+
+def test_mse_improvement():
+    assert mse_improvement(0.25, 1.0) == 0.75
+    np.testing.assert_array_equal(mse_improvement([1.0, 3.0], 2.0), [0.5, -0.5])
+    with pytest.raises(ValueError, match="positive"):
+        mse_improvement(1.0, 0.0)

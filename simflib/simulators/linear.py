@@ -1,4 +1,4 @@
-"""Training-run simulators: Simfluence-Linear and its additive and multiplicative ablations (§3).
+"""Simfluence-Linear and its additive and multiplicative ablations (§3).
 
 Each class is a thin stateful layer over :mod:`simflib.functional.linear`: ``fit`` solves Eq. 2 exactly for all
 test examples, ``simulate`` rolls Eq. 1 forward. Parameters follow the paper: ``A`` (m, n) multiplicative and
@@ -15,7 +15,7 @@ example, and it keeps a step's multiplicative factor on the scale of observed st
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,35 +26,12 @@ from simflib.baselines import HypotheticalSums, fit_hypothetical
 from simflib.functional.linear import LinearFit, Observations, Variant, fit_linear, simulate_linear
 from simflib.functional.metrics import all_steps_mse
 from simflib.runs import Run, RunSet
+from simflib.simulators.base import as_observations, check_n_train
 
 FitData = RunSet | Sequence[Run] | Observations | HypotheticalSums
 
-
-@runtime_checkable
-class Simulator(Protocol):
-    """Anything that maps a curriculum and initial losses to loss trajectories (§2)."""
-
-    def simulate(self, curriculum: ArrayLike, initial_loss: ArrayLike) -> NDArray[np.float64]:
-        """(T, b) -> (T + 1, m), or (K, T, b) -> (K, T + 1, m)."""
-        ...
-
-
-def as_observations(data: FitData, n_train: int) -> Observations:
-    """Observations from a run set, a list of runs or observations, checked against the pool size."""
-    if isinstance(data, Observations):
-        obs = data
-    elif isinstance(data, RunSet):
-        obs = data.observations()
-        if data.n_train != n_train:
-            raise ValueError(f"run set has n_train={data.n_train} but the simulator was built for n_train={n_train}")
-    else:
-        runs = list(data)
-        if not runs:
-            raise ValueError("no runs to fit")
-        obs = RunSet(runs, n_train).observations()
-    if obs.n_train != n_train:
-        raise ValueError(f"observations have n_train={obs.n_train} but the simulator was built for n_train={n_train}")
-    return obs
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+"""The lambdas :meth:`SimfluenceLinear.fit` chooses from on validation runs when no ``l2_grid`` is given."""
 
 
 class SimfluenceLinear:
@@ -75,18 +52,17 @@ class SimfluenceLinear:
     """
 
     variant: ClassVar[Variant] = "linear"
+    label: ClassVar[str] = "Simfluence-Linear"
 
     def __init__(
         self, n_train: int, *, l2: float = 1e-3, tol: float = 1e-10, unseen: Literal["raise", "mean"] = "raise"
     ) -> None:
-        if isinstance(n_train, bool) or not isinstance(n_train, (int, np.integer)) or n_train < 1:
-            raise ValueError(f"n_train must be a positive integer, got {n_train!r}")
         if not np.isfinite(l2) or l2 < 0:
             raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
         if unseen not in ("raise", "mean"):
             raise ValueError(f"unseen must be 'raise' or 'mean', got {unseen!r}")
         self.unseen = unseen
-        self.n_train = int(n_train)
+        self.n_train = check_n_train(n_train)
         self.l2 = float(l2)
         self.tol = tol
         self.A: NDArray[np.float64] | None = None
@@ -120,8 +96,9 @@ class SimfluenceLinear:
         Args:
             runs: Runs, raw observations, or the sums of hypothetical observations (TracIn-CP's and influence
                 functions' one-step losses, §4.2-4.3) to fit.
-            val: Validation runs; with ``l2_grid``, lambda is chosen by their all-steps MSE (the paper's 2 runs).
-            l2_grid: Candidate lambdas.
+            val: Validation runs: lambda is chosen by their all-steps MSE (the paper's 2 runs). Without them the
+                simulator keeps its ``l2``.
+            l2_grid: Candidate lambdas (default :data:`L2_GRID` when ``val`` is given).
 
         Returns:
             self.
@@ -140,10 +117,10 @@ class SimfluenceLinear:
                 return fit_linear(obs, l2=l2, variant=self.variant, tol=self.tol, x0=x0)
 
         if l2_grid is None:
-            if val is not None:
-                raise ValueError("fit: val runs were given without an l2_grid to choose from")
-            self._set(solve(self.l2, None))
-            return self
+            if val is None:
+                self._set(solve(self.l2, None))
+                return self
+            l2_grid = L2_GRID
         grid = sorted({float(x) for x in l2_grid}, reverse=True)
         if not grid:
             raise ValueError("fit: l2_grid is empty")
@@ -241,9 +218,11 @@ class SimfluenceAdditive(SimfluenceLinear):
     """Simfluence-Additive (alpha == 1): ``L_t = L_{t-1} + sum_{i in c_t} B_i``; equals TracIn-Ideal (§4.1)."""
 
     variant: ClassVar[Variant] = "additive"
+    label: ClassVar[str] = "Simfluence-Additive"
 
 
 class SimfluenceMultiplicative(SimfluenceLinear):
     """Simfluence-Multiplicative (beta == 0): ``L_t = (sum_{i in c_t} A_i) L_{t-1}``."""
 
     variant: ClassVar[Variant] = "multiplicative"
+    label: ClassVar[str] = "Simfluence-Multiplicative"

@@ -1,0 +1,113 @@
+"""What the book's tables do over and over: fit every registered simulator on a setting and score it on held-out runs.
+
+Each function takes run sets and returns tidy frames (one row per simulator and held-out run, as
+:func:`simflib.metrics.evaluate` makes them), so a simulator added to :data:`simflib.SIMULATORS` appears in every
+table built on them without editing a chapter.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from simflib.metrics import evaluate
+from simflib.runs import RunSet
+from simflib.simulators import SIMULATORS, Simulator
+
+__all__ = ["build", "fit_registered", "learning_curve", "score_registered"]
+
+
+def _accepted(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in options.items() if k in params}
+
+
+def build(name: str, n_train: int, **options: Any) -> Any:
+    """A registered simulator by its short name, given the options its constructor takes (others are ignored).
+
+    Args:
+        name: A key of :data:`simflib.SIMULATORS`.
+        n_train: Pool size.
+        **options: Keyword options; each is passed only to simulators whose constructor names it (``unseen`` reaches
+            the Simfluence family and not the curriculum-blind baseline).
+    """
+    if name not in SIMULATORS:
+        raise ValueError(f"unknown simulator {name!r}; registered: {', '.join(SIMULATORS)}")
+    cls = SIMULATORS[name]
+    return cls(n_train, **_accepted(cls.__init__, options))
+
+
+def fit_registered(
+    fit: RunSet, val: RunSet | None, *, names: Iterable[str] | None = None, **options: Any
+) -> dict[str, Simulator]:
+    """Fit each registered simulator (or those named) on ``fit``, choosing its hyperparameters on ``val``.
+
+    Args:
+        fit: Fit runs.
+        val: Validation runs.
+        names: Registry names, in table order (default: all, in registry order).
+        **options: Passed to each simulator's constructor or ``fit`` where they name it (e.g. ``unseen="mean"``,
+            ``l2_grid=[...]``).
+
+    Returns:
+        ``{label: fitted simulator}`` in the order of ``names``.
+    """
+    fitted = {}
+    for name in names if names is not None else SIMULATORS:
+        sim = build(name, fit.n_train, **options)
+        sim.fit(fit, val=val, **_accepted(sim.fit, options))
+        fitted[type(sim).label] = sim
+    return fitted
+
+
+def score_registered(
+    fit: RunSet, val: RunSet | None, held_out: RunSet, *, names: Iterable[str] | None = None, **options: Any
+) -> tuple[pd.DataFrame, dict[str, Simulator]]:
+    """Fit every registered simulator (or those named) and evaluate it on the held-out runs.
+
+    Returns:
+        The per-run frame of :func:`simflib.metrics.evaluate` for all of them, and the fitted simulators by label.
+    """
+    fitted = fit_registered(fit, val, names=names, **options)
+    frame = pd.concat([evaluate(sim, held_out, name=label) for label, sim in fitted.items()], ignore_index=True)
+    return frame, fitted
+
+
+def learning_curve(
+    runs: RunSet,
+    fit_sizes: Sequence[int],
+    *,
+    seed: int,
+    n_val: int,
+    n_test: int,
+    names: Iterable[str] | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Scores of each simulator against the number of fit runs, on one fixed set of held-out runs.
+
+    The runs are permuted once (``seed``): the first ``n_test`` are held out, the next ``n_val`` choose
+    hyperparameters, and the fits use the first ``k`` of the rest for each ``k`` in ``fit_sizes``, so a larger fit
+    set contains every smaller one.
+
+    Returns:
+        The per-run frames of :func:`score_registered`, with a column ``n_fit``.
+    """
+    sizes = sorted({int(k) for k in fit_sizes})
+    if not sizes or sizes[0] < 1:
+        raise ValueError(f"learning_curve: fit_sizes must be positive, got {list(fit_sizes)}")
+    if sizes[-1] + n_val + n_test > len(runs):
+        raise ValueError(
+            f"learning_curve: {sizes[-1]} fit + {n_val} validation + {n_test} held-out runs need "
+            f"{sizes[-1] + n_val + n_test}, the set has {len(runs)}"
+        )
+    order = np.random.default_rng(seed).permutation(len(runs))
+    held_out, val, rest = runs[order[:n_test]], runs[order[n_test : n_test + n_val]], order[n_test + n_val :]
+    frames = []
+    for k in sizes:
+        frame, _ = score_registered(runs[rest[:k]], val if n_val else None, held_out, names=names, **options)
+        frames.append(frame.assign(n_fit=k))
+    return pd.concat(frames, ignore_index=True)

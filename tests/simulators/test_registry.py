@@ -1,0 +1,55 @@
+"""Every registered simulator keeps the registry's contract: built from n_train, fitted with val, simulates shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import simflib as sf
+from simflib import curriculum, synthetic
+
+
+@pytest.fixture(scope="module")
+def parts():
+    truth = synthetic.markov_truth(30, 5, batch_size=2, seed=0)
+    curr = curriculum.protocol(14, seed=1, n_train=30, subset_size=20, epochs=2, batch_size=2)
+    return synthetic.markov_runs(truth, curr, noise=0.002, seed=2).split(seed=0, sizes=(10, 2, 2))
+
+
+@pytest.mark.parametrize("name", sorted(sf.SIMULATORS))
+def test_registered_simulators_fit_from_n_train_and_validation_runs(name, parts):
+    fit, val, test = parts
+    cls = sf.SIMULATORS[name]
+    sim = cls(30).fit(fit, val=val)
+    assert isinstance(sim, sf.Simulator) and isinstance(cls.label, str)
+    run = test[0]
+    assert sim.simulate(run.curriculum, run.initial_loss).shape == run.losses.shape
+    stacked = sim.simulate(np.stack([r.curriculum for r in test]), np.stack([r.initial_loss for r in test]))
+    assert stacked.shape == (2, *run.losses.shape)
+    assert sf.evaluate(sim, test)["simulator"].iloc[0] == cls.label
+
+
+def test_registry_names_and_the_baseline():
+    assert {"linear", "additive", "multiplicative", "mean-trajectory"} <= set(sf.SIMULATORS)
+    assert sf.SIMULATORS[sf.BASELINE] is sf.MeanTrajectory
+    labels = [cls.label for cls in sf.SIMULATORS.values()]
+    assert len(set(labels)) == len(labels)
+
+
+def test_summarize_improvement_over_the_baseline_per_setting(parts):
+    fit, val, test = parts
+    frames = []
+    for setting, runs in (("a", test), ("b", val)):
+        for cls in (sf.MeanTrajectory, sf.SimfluenceLinear):
+            frames.append(sf.evaluate(cls(30).fit(fit, val=val), runs).assign(setting=setting))
+    per_run = pd.concat(frames, ignore_index=True)
+    table = sf.summarize(per_run, baseline="Curriculum-blind", by=("setting", "simulator"))
+    for setting in ("a", "b"):
+        rows = per_run[per_run.setting == setting]
+        blind = rows[rows.simulator == "Curriculum-blind"].all_steps_mse.mean()
+        linear = rows[rows.simulator == "Simfluence-Linear"].all_steps_mse.mean()
+        assert table.loc[(setting, "Simfluence-Linear"), "mse_improvement"] == pytest.approx(1 - linear / blind, abs=1e-12)
+        assert table.loc[(setting, "Curriculum-blind"), "mse_improvement"] == 0.0
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        sf.summarize(per_run, baseline="nope", by=("setting", "simulator"))
