@@ -18,6 +18,7 @@ from simflib.functional.metrics import (
     all_steps_mse,
     final_step_lds,
     final_step_spearman,
+    mse_decomposition,
     mse_improvement,
 )
 from simflib.runs import Run, RunSet
@@ -27,8 +28,9 @@ __all__ = ["PER_RUN", "PER_SET", "all_steps_mse", "evaluate", "final_step_spearm
 
 PER_RUN = ("all_steps_mse", "final_step_spearman")
 """Metrics of one run (the paper's §2.2), summarised as mean ± std over runs."""
-PER_SET = ("final_step_lds", "all_steps_lds")
-"""Metrics of the set of held-out runs (LDS), the same on every row of one evaluation."""
+PER_SET = ("final_step_lds", "all_steps_lds", "mse_shared", "mse_specific")
+"""Metrics of the set of held-out runs, the same on every row of one evaluation: the LDS, and the all-steps MSE
+split into the error shared by all runs and the curriculum-specific one (:func:`~simflib.functional.mse_decomposition`)."""
 
 
 def evaluate(
@@ -48,9 +50,9 @@ def evaluate(
 
     Returns:
         A tidy frame with one row per run and columns ``simulator``, ``run``, ``all_steps_mse``,
-        ``final_step_spearman``, and the set-level ``final_step_lds``, ``all_steps_lds`` (NaN with fewer than two
-        runs of equal length) and ``lds_skipped`` (test examples whose final losses are constant across runs on
-        either side, left out of the final-step LDS).
+        ``final_step_spearman``, and the set-level :data:`PER_SET` columns (NaN with fewer than two runs of equal
+        length) and ``lds_skipped`` (test examples whose final losses are constant across runs on either side, left
+        out of the final-step LDS). The decomposition is of the unscaled prediction.
     """
     runs = list(runs)
     if not runs:
@@ -79,11 +81,14 @@ def evaluate(
         )
     frame = pd.DataFrame(rows)
     if len(runs) >= 2 and len({p.shape for p in preds}) == 1:
-        true = np.stack([r.losses for r in runs])
-        final, every = final_step_lds(np.stack(preds), true), all_steps_lds(np.stack(preds), true)
+        pred, true = np.stack(preds), np.stack([r.losses for r in runs])
+        final, every = final_step_lds(pred, true), all_steps_lds(pred, true)
         frame["final_step_lds"], frame["all_steps_lds"], frame["lds_skipped"] = final.score, every.score, final.skipped
+        frame["mse_shared"], frame["mse_specific"] = mse_decomposition(pred, true)
     else:
-        frame["final_step_lds"], frame["all_steps_lds"], frame["lds_skipped"] = np.nan, np.nan, 0
+        for column in PER_SET:
+            frame[column] = np.nan
+        frame["lds_skipped"] = 0
     return frame
 
 

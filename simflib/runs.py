@@ -156,11 +156,14 @@ class RunSet(Sequence[Run]):
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         if isinstance(index, (int, np.integer)):
             return self._runs[index]
-        if isinstance(index, slice):
-            picked = self._runs[index]
-        else:
-            picked = [self._runs[int(i)] for i in np.asarray(index).ravel()]
-        return RunSet(picked, self.n_train, self.meta)
+        positions = range(len(self._runs))[index] if isinstance(index, slice) else [
+            int(i) for i in np.asarray(index).ravel()]
+        picked = [self._runs[i] for i in positions]
+        meta = dict(self.meta)
+        per_run = meta.get("runs")
+        if isinstance(per_run, list) and len(per_run) == len(self._runs):  # per-run provenance follows its run
+            meta["runs"] = [per_run[i] for i in positions]
+        return RunSet(picked, self.n_train, meta)
 
     def __iter__(self) -> Iterator[Run]:
         return iter(self._runs)

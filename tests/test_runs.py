@@ -156,3 +156,12 @@ def test_split_is_the_papers_20_2_10_and_seeded():
     assert test[0] is rs[test.meta["run_indices"][0]]
     with pytest.raises(ValueError, match="need 32 runs but the set has 10"):
         rs[:10].split(seed=0)
+
+
+def test_selecting_runs_keeps_each_runs_provenance_with_it():
+    rng = np.random.default_rng(0)
+    runs = RunSet([Run(rng.integers(0, 4, (2, 1)), rng.uniform(size=(3, 2))) for _ in range(4)], 4,
+                  meta={"runs": [{"run_index": k} for k in range(4)], "task": "x"})
+    assert [r["run_index"] for r in runs[[3, 1]].meta["runs"]] == [3, 1]
+    assert [r["run_index"] for r in runs[1:3].meta["runs"]] == [1, 2]
+    assert runs[::2].meta["task"] == "x" and runs[::2][1] is runs[2]

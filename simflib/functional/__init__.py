@@ -16,6 +16,7 @@ from simflib.functional.metrics import (
     final_step_lds,
     final_step_spearman,
     lds_per_example,
+    mse_decomposition,
     mse_improvement,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "final_step_spearman",
     "fit_linear",
     "lds_per_example",
+    "mse_decomposition",
     "mse_improvement",
     "observation_counts",
     "simulate_linear",

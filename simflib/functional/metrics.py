@@ -168,3 +168,27 @@ def _runs_pair(pred: ArrayLike, true: ArrayLike) -> tuple[NDArray[np.float64], N
     if p.shape[0] < 2:
         raise ValueError(f"LDS ranks runs: it needs at least 2 runs, got R={p.shape[0]}")
     return p, t
+
+
+def mse_decomposition(pred: ArrayLike, true: ArrayLike) -> tuple[float, float]:
+    """Split the all-steps MSE over R runs into a shared and a curriculum-specific part.
+
+    With bars for means over the runs, ``(p - y)^2`` averages to ``(p_bar - y_bar)^2 + ((p - p_bar) - (y - y_bar))^2``
+    exactly (the cross term sums to zero over runs). The first part is the error in the dynamics every run shares;
+    the second, the error in how each run departs from them, which is all that depends on the curriculum. A
+    curriculum-blind predictor's second part is the observed spread across runs itself.
+
+    Args:
+        pred: (R, T + 1, m) simulated trajectories.
+        true: (R, T + 1, m) observed trajectories.
+
+    Returns:
+        ``(shared, specific)``, both means over steps 1..T, test examples and runs; they add up to the mean over
+        runs of :func:`all_steps_mse`.
+    """
+    p, t = _runs_pair(pred, true)
+    p, t = p[:, 1:], t[:, 1:]
+    p_bar, t_bar = p.mean(axis=0), t.mean(axis=0)
+    shared = float(np.mean((p_bar - t_bar) ** 2))
+    specific = float(np.mean(((p - p_bar) - (t - t_bar)) ** 2))
+    return shared, specific

@@ -98,7 +98,7 @@ class SimfluenceLinear:
                 functions' one-step losses, §4.2-4.3) to fit.
             val: Validation runs: lambda is chosen by their all-steps MSE (the paper's 2 runs). Without them the
                 simulator keeps its ``l2``.
-            l2_grid: Candidate lambdas (default :data:`L2_GRID` when ``val`` is given).
+            l2_grid: Candidate lambdas (default :data:`simflib.simulators.L2_GRID` when ``val`` is given).
 
         Returns:
             self.

@@ -12,6 +12,7 @@ from simflib.functional.metrics import (
     final_step_lds,
     final_step_spearman,
     lds_per_example,
+    mse_decomposition,
     mse_improvement,
 )
 
@@ -112,3 +113,15 @@ def test_mse_improvement():
     np.testing.assert_array_equal(mse_improvement([1.0, 3.0], 2.0), [0.5, -0.5])
     with pytest.raises(ValueError, match="positive"):
         mse_improvement(1.0, 0.0)
+
+
+def test_mse_decomposition_adds_up_and_matches_its_definition_in_loops():
+    rng = np.random.default_rng(3)
+    pred, true = rng.normal(size=(5, 4, 3)), rng.normal(size=(5, 4, 3))
+    shared, specific = mse_decomposition(pred, true)
+    assert shared + specific == pytest.approx(np.mean(all_steps_mse(pred, true)), rel=1e-12)
+    brute_shared = np.mean([(pred[:, t, j].mean() - true[:, t, j].mean()) ** 2 for t in range(1, 4) for j in range(3)])
+    assert shared == pytest.approx(brute_shared, rel=1e-12)
+    # A prediction that is the same in every run has, as its specific part, the observed spread across runs.
+    blind = np.repeat(pred[:1], 5, axis=0)
+    assert mse_decomposition(blind, true)[1] == pytest.approx(np.mean(true[:, 1:].var(axis=0)), rel=1e-12)

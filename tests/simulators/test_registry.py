@@ -53,3 +53,18 @@ def test_summarize_improvement_over_the_baseline_per_setting(parts):
         assert table.loc[(setting, "Curriculum-blind"), "mse_improvement"] == 0.0
     with pytest.raises(ValueError, match="baseline 'nope'"):
         sf.summarize(per_run, baseline="nope", by=("setting", "simulator"))
+
+
+def test_evaluate_set_level_columns_match_the_functional_metrics(parts):
+    from simflib.functional import final_step_lds, mse_decomposition
+
+    fit, val, _ = parts
+    runs = list(fit)[:6]
+    sim = sf.SimfluenceLinear(30, l2=0.1).fit(fit)
+    frame = sf.evaluate(sim, runs)
+    pred = np.stack([sim.simulate(r.curriculum, r.initial_loss) for r in runs])
+    true = np.stack([r.losses for r in runs])
+    assert frame["final_step_lds"].nunique() == 1
+    assert frame["final_step_lds"].iloc[0] == final_step_lds(pred, true).score
+    assert (frame["mse_shared"].iloc[0], frame["mse_specific"].iloc[0]) == mse_decomposition(pred, true)
+    assert frame["all_steps_mse"].mean() == pytest.approx(frame["mse_shared"].iloc[0] + frame["mse_specific"].iloc[0])
