@@ -27,7 +27,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from simflib._validation import PAD, as_losses
 from simflib.functional.linear import LinearFit, Observations, Variant
-from simflib.runs import Run, RunSet, atomic_write
+from simflib.runs import Run, RunSet
+from simflib.storage import read_archive, write_archive
 
 
 def tracin_ideal(runs: RunSet | Sequence[Run], n_train: int | None = None, *, expected: bool = False) -> NDArray[np.float64]:
@@ -188,32 +189,36 @@ class HypotheticalSums:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically as a plain ``.npz`` (no pickles)."""
-        arrays = {"count": np.array(self.count), "batch_size": np.array(self.batch_size), "loss": self.loss, "loss_sq": self.loss_sq,
-                  "reduction": self.reduction, "loss_reduction": self.loss_reduction}
-        path = Path(path)
-        atomic_write(path, lambda f: np.savez(f, **arrays))
-        return path
+        """Write atomically as a checksummed :mod:`simflib.storage` archive (no pickles)."""
+        arrays = {"loss": self.loss, "loss_sq": self.loss_sq, "reduction": self.reduction,
+                  "loss_reduction": self.loss_reduction}
+        header = {"format": SUMS_FORMAT, "version": 1, "count": self.count, "batch_size": self.batch_size}
+        return write_archive(path, arrays, header, compress=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HypotheticalSums:
         """Read a file written by :meth:`save`.
 
         Raises:
-            ValueError: If a field is missing, has the wrong shape or is not finite.
+            ValueError: Naming the file, if it is damaged or edited (checksum), or a field is missing, has the wrong
+                shape or is not finite.
         """
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in ("count", "batch_size", "loss", "loss_sq", "reduction", "loss_reduction")}
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"{path}: not a HypotheticalSums file ({err})") from None
-        n, m = arrays["reduction"].shape if arrays["reduction"].ndim == 2 else (-1, -1)
+        header, arrays = read_archive(path, fmt=SUMS_FORMAT, versions=(1,))
+        count, batch_size = header.get("count"), header.get("batch_size")
+        if not isinstance(count, int) or not isinstance(batch_size, int) or count < 1 or batch_size < 1:
+            raise ValueError(f"{path}: header fields 'count' and 'batch_size' must be positive integers")
+        reduction = arrays.get("reduction")
+        n, m = reduction.shape if reduction is not None and reduction.ndim == 2 else (-1, -1)
         expected = {"loss": (m,), "loss_sq": (m,), "reduction": (n, m), "loss_reduction": (n, m)}
         for key, shape in expected.items():
-            if arrays[key].shape != shape or not np.isfinite(arrays[key]).all():
-                raise ValueError(f"{path}: field {key!r} has shape {arrays[key].shape} (want {shape}) or non-finite values")
-        return cls(count=int(arrays["count"]), batch_size=int(arrays["batch_size"]),
-                   **{k: arrays[k].astype(np.float64) for k in expected})
+            value = arrays.get(key)
+            if value is None or value.shape != shape or not np.isfinite(value).all():
+                got = None if value is None else value.shape
+                raise ValueError(f"{path}: field {key!r} has shape {got} (want {shape}) or non-finite values")
+        return cls(count=count, batch_size=batch_size, **{k: arrays[k].astype(np.float64) for k in expected})
+
+
+SUMS_FORMAT = "simflib.hypothetical_sums"
 
 
 def fit_hypothetical(sums: HypotheticalSums, *, l2: float, variant: Variant = "linear") -> LinearFit:

@@ -350,7 +350,7 @@ def write_notebooks(out_dir: str | Path, *, url: str | None = None, book: Path =
     import jupytext
     import nbformat
 
-    from simflib.runs import atomic_write
+    from simflib.storage import atomic_write
 
     url = url or repository_url()
     if not url:

@@ -19,7 +19,6 @@ function of its curriculum.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -35,16 +34,14 @@ from typing import Any
 import numpy as np
 
 from simflib import curriculum as curricula
-from simflib.runs import Run, RunSet, atomic_write
+from simflib.runs import Run, RunSet
+from simflib.storage import UNFINGERPRINTED, atomic_write, checkpoint_file_name, fingerprint, run_file_name
 
 PROTOCOLS = {
     "few_shot": {"n_pool": 100, "subset_size": 64, "epochs": 4.0},
     "many_shot": {"n_pool": 1536, "subset_size": 1024, "epochs": 1.5},
 }
 
-
-# Fields that do not change what a run trains on or how (see CollectConfig.fingerprint).
-UNFINGERPRINTED = ("n_runs", "checkpoints", "device")
 
 
 @dataclass(frozen=True)
@@ -108,8 +105,7 @@ class CollectConfig:
         """Hash of every field that shapes a run's trajectory: all but ``n_runs`` (a setting can be extended),
         ``checkpoints`` (what is saved, not what is trained) and ``device`` (where it is trained: CPU and GPU
         trajectories of one run differ only by float rounding, and each run records its own device)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in UNFINGERPRINTED}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(dataclasses.asdict(self))
 
     def validate(self) -> None:
         """Check names and sizes before anything is loaded or trained.
@@ -359,7 +355,7 @@ def regenerate(
 
 
 def run_path(out_dir: Path, run_index: int) -> Path:
-    return out_dir / f"run-{run_index:05d}.npz"
+    return out_dir / run_file_name(run_index)
 
 
 def provenance(config: CollectConfig, setting: Setting | None = None, out_dir: str = "<out>") -> dict[str, Any]:
@@ -478,7 +474,7 @@ def collect(
             from safetensors.numpy import save as st_save
 
             blob = st_save(checkpoints, metadata={"fingerprint": config.fingerprint(), "run_index": str(k)})
-            atomic_write(out / f"run-{k:05d}.ckpt.safetensors", lambda f: f.write(blob))
+            atomic_write(out / checkpoint_file_name(k), lambda f: f.write(blob))
         info = {**info, "device": config.device, "fingerprint": config.fingerprint()}
         RunSet([run], config.n_pool, meta=info).save(run_path(out, k))
         if bar is not None:
@@ -501,45 +497,9 @@ def collect(
 
 
 def load_collected(out_dir: str | os.PathLike[str], *, n_runs: int | None = None) -> RunSet:
-    """Load a collected folder as one RunSet (runs in index order; meta from ``config.json`` plus per-run info).
-
-    Args:
-        out_dir: A collected folder.
-        n_runs: Load only runs 0..n_runs-1, which must all be there. A setting extended beyond the paper's 32 runs
-            keeps its first 32 as they were, so ``n_runs=32`` reproduces every number computed before the extension
-            (a random split permutes all the runs it is given).
-
-    Raises:
-        ValueError: If the folder has no config.json, a run file is damaged, a run has another fingerprint, a file's
-            run index differs from its name, or one of the first ``n_runs`` runs is missing.
-    """
-    out = Path(out_dir)
-    path = out / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{out}: not a collected run folder (no config.json)")
-    meta = json.loads(path.read_text())
-    files = sorted(out.glob("run-*.npz"))
-    if n_runs is not None:
-        if n_runs < 1:
-            raise ValueError(f"{out}: n_runs must be positive, got {n_runs}")
-        wanted = {run_path(out, k).name for k in range(n_runs)}
-        missing = sorted(wanted - {f.name for f in files})
-        if missing:
-            raise ValueError(f"{out}: n_runs={n_runs} asks for runs that are not there: {', '.join(missing[:5])}")
-        files = [f for f in files if f.name in wanted]
-    runs, infos = [], []
-    for file in files:
-        one = RunSet.load(file)
-        if one.meta.get("fingerprint") != meta["fingerprint"]:
-            raise ValueError(f"{file}: fingerprint {one.meta.get('fingerprint')} differs from the folder's {meta['fingerprint']}")
-        if "run_index" in one.meta and file.name != run_path(out, int(one.meta["run_index"])).name:
-            raise ValueError(f"{file}: holds run {one.meta['run_index']}, not the run its name says")
-        runs.append(one[0])
-        infos.append(one.meta)
-    if not runs:
-        raise ValueError(f"{out}: no completed runs yet")
-    meta["runs"] = infos
-    return RunSet(runs, meta["config"]["n_pool"], meta=meta)
+    """Load a collected folder as one RunSet: :meth:`simflib.RunSet.load_folder` (runs in index order, every file
+    checked; ``n_runs`` keeps only runs 0..n_runs-1)."""
+    return RunSet.load_folder(out_dir, n_runs=n_runs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

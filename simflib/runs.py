@@ -1,31 +1,29 @@
 """Training runs: what a simulator learns from and is judged against.
 
 A :class:`Run` is one training run ``r = (c, L)`` of the paper's §2.1: a curriculum ``c`` (which training examples
-each step consumed) and the loss trajectory of every test example. A :class:`RunSet` holds runs over one pool of
-``n_train`` training examples and the same ``m`` test examples, with provenance.
+each step consumed) and the loss trajectory of every test example, optionally with the trajectories of other
+per-example metrics (accuracy, exact match, ...). A :class:`RunSet` holds runs over one pool of ``n_train``
+training examples and the same ``m`` test examples, with provenance.
 
-File format (``RunSet.save`` / ``RunSet.load``), version 1. A NumPy ``.npz`` archive, read with
-``allow_pickle=False``, holding only plain numeric arrays:
+File format (``RunSet.save`` / ``RunSet.load``): a :mod:`simflib.storage` archive holding only plain numeric arrays:
 
-* ``header``: UTF-8 JSON as uint8: ``{"format": "simflib.runset", "version": 1, "n_train": int, "n_runs": int,
-  "meta": {...}, "extras": [names], "sha256": hex}``. ``sha256`` digests every other array (name, dtype, shape,
-  bytes) in sorted name order, so truncation, tampering and bit rot are detected.
+* ``header``: ``{"format": "simflib.runset", "version": 2, "n_train": int, "n_runs": int, "meta": {...},
+  "extras": [names], "metrics": [names], "covers": "header", "sha256": hex}``. The checksum covers every array and
+  every other header field, so truncation, tampering (of the data or of ``n_train``) and bit rot are detected.
 * ``steps`` (R,) int64: T of each run; ``batch_sizes`` (R,) int64: b of each run.
 * ``curricula`` (sum T, max b) int64: the runs' curricula stacked along steps, padded with -1 to the widest batch.
 * ``losses`` (sum (T + 1), m) float64: the runs' loss trajectories stacked.
 * ``extra.<name>`` (sum T, ...): optional per-step arrays (training loss, learning rate, ...) stacked.
+* ``metric.<name>`` (sum (T + 1), m) float64: optional per-example metric trajectories, stacked like the losses.
 
-Writes go to a temporary file in the destination folder, are flushed to disk, then renamed over the target, so a
-failed or interrupted save never leaves a partial file.
+Version 1 files (no metrics; a checksum over the arrays only) still load; the header of such a file is checked
+where its context allows (a collected folder compares ``n_train`` with its ``config.json``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +34,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from simflib._validation import as_curriculum, as_losses
 from simflib.functional.linear import Observations, pad_batches
+from simflib.storage import fingerprint, read_archive, run_file_name, run_files, write_archive
 
 FORMAT = "simflib.runset"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
 PAPER_SPLIT = (20, 2, 10)
 """Runs used to fit, to choose lambda, and held out, in the paper's §5 (32 runs per setting)."""
 
@@ -47,17 +47,22 @@ PAPER_SPLIT = (20, 2, 10)
 class Run:
     """One training run: a curriculum and the per-step losses of m test examples.
 
+    The arrays are copies of what was passed, and read-only: a run cannot change after it is made.
+
     Attributes:
         curriculum: (T, b) int64; row ``t - 1`` holds the training-example indices of the batch consumed at step
             ``t``; ``-1`` pads a short batch.
         losses: (T + 1, m) float64; ``losses[0]`` is the loss before training, ``losses[t]`` after step ``t``.
         extras: Optional per-step arrays, each with leading dimension T (e.g. ``"train_loss"``,
             ``"learning_rate"``).
+        metrics: Optional per-example metric trajectories, each (T + 1, m) like ``losses`` (e.g. ``"accuracy"``,
+            ``"exact_match"``); finite values.
     """
 
     curriculum: NDArray[np.int64]
     losses: NDArray[np.float64]
     extras: Mapping[str, NDArray[Any]] = field(default_factory=dict)
+    metrics: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)
 
     def __init__(
         self,
@@ -65,6 +70,7 @@ class Run:
         losses: ArrayLike,
         extras: Mapping[str, ArrayLike] | None = None,
         *,
+        metrics: Mapping[str, ArrayLike] | None = None,
         where: str = "run",
     ) -> None:
         curr = as_curriculum(curriculum, where=f"{where}: curriculum")
@@ -91,10 +97,33 @@ class Run:
                 raise ValueError(
                     f"{where}: extra {name!r} must have leading dimension T={curr.shape[0]}, got shape {arr.shape}"
                 )
-            checked[str(name)] = arr
-        object.__setattr__(self, "curriculum", curr)
-        object.__setattr__(self, "losses", loss)
+            checked[str(name)] = _frozen(arr)
+        named: dict[str, NDArray[np.float64]] = {}
+        for name, value in (metrics or {}).items():
+            if not isinstance(name, str) or not name or name == "loss":
+                raise ValueError(f"{where}: metric names must be non-empty strings other than 'loss', got {name!r}")
+            arr = as_losses(value, where=f"{where}: metric {name!r}")
+            if arr.shape != loss.shape:
+                raise ValueError(
+                    f"{where}: metric {name!r} must have the losses' shape (T + 1, m) = {loss.shape}, got {arr.shape}"
+                )
+            named[name] = _frozen(arr)
+        object.__setattr__(self, "curriculum", _frozen(curr))
+        object.__setattr__(self, "losses", _frozen(loss))
         object.__setattr__(self, "extras", checked)
+        object.__setattr__(self, "metrics", named)
+
+    def trajectory(self, metric: str = "loss") -> NDArray[np.float64]:
+        """The (T + 1, m) trajectory of ``metric``: ``"loss"`` or one of :attr:`metrics`.
+
+        Raises:
+            ValueError: Naming the metric and those the run has.
+        """
+        if metric == "loss":
+            return self.losses
+        if metric not in self.metrics:
+            raise ValueError(f"run has no metric {metric!r}; it has: loss{''.join(', ' + k for k in sorted(self.metrics))}")
+        return self.metrics[metric]
 
     @property
     def n_steps(self) -> int:
@@ -219,8 +248,6 @@ class RunSet(Sequence[Run]):
         Returns:
             The path written.
         """
-        path = Path(path)
-        arrays = self._to_arrays()
         header = {
             "format": FORMAT,
             "version": VERSION,
@@ -228,11 +255,9 @@ class RunSet(Sequence[Run]):
             "n_runs": len(self),
             "meta": self.meta,
             "extras": sorted(self._runs[0].extras),
-            "sha256": _digest(arrays),
+            "metrics": sorted(self._runs[0].metrics),
         }
-        arrays["header"] = np.frombuffer(json.dumps(header, allow_nan=False).encode(), dtype=np.uint8)
-        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-        return path
+        return write_archive(path, self._to_arrays(), header)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunSet:
@@ -240,40 +265,96 @@ class RunSet(Sequence[Run]):
         unpickling anything.
 
         Raises:
-            ValueError: If the file is missing, truncated, not a simflib run set, of an unknown version, holds
-                pickled objects, or its contents do not match the recorded checksum.
+            ValueError: If the file is missing, truncated, damaged, not a simflib run set, of an unknown version,
+                holds anything but plain numbers, declares sizes it does not hold, or its contents do not match
+                the recorded checksum; the message names the file.
         """
         path = Path(path)
         if path.is_dir():
-            from simflib.collect import load_collected
-
-            return load_collected(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such run-set file")
-        with open(path, "rb") as f:  # our handle, closed even when numpy fails half-way
-            if f.read(4) != b"PK\x03\x04":
-                raise ValueError(f"{path}: truncated or not a simflib run-set file (not an .npz archive)")
-            f.seek(0)
-            try:
-                with np.load(f, allow_pickle=False) as data:
-                    arrays = {name: data[name] for name in data.files}
-            except ValueError as err:  # object arrays refused because allow_pickle=False
-                raise ValueError(f"{path}: refuses to load pickled data ({err})") from None
-            except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
-                raise ValueError(
-                    f"{path}: truncated or not a simflib run-set file ({type(err).__name__}: {err})"
-                ) from None
-        header = _read_header(arrays.pop("header", None), path)
-        if header["sha256"] != _digest(arrays):
-            raise ValueError(f"{path}: contents do not match the recorded sha256: the file was modified or damaged")
+            return cls.load_folder(path)
+        header, arrays = read_archive(path, fmt=FORMAT, versions=READABLE)
+        for key, kind in (("n_train", int), ("n_runs", int), ("meta", dict), ("extras", list)):
+            if not isinstance(header.get(key), kind):
+                raise ValueError(f"{path}: header field {key!r} missing or not a {kind.__name__}")
+        header.setdefault("metrics", [])
         return cls._from_arrays(arrays, header, path)
+
+    @classmethod
+    def load_folder(cls, folder: str | os.PathLike[str], *, n_runs: int | None = None) -> RunSet:
+        """Load a run folder (``config.json`` and one ``run-NNNNN.npz`` per run) as one run set, in run-index order.
+
+        The meta is ``config.json``'s, plus ``"runs"``: each run file's own meta (its ``run_index``, device, ...).
+
+        Args:
+            folder: A folder written by :func:`simflib.collect.collect`.
+            n_runs: Load only runs 0..n_runs-1, which must all be there. A setting extended beyond the paper's 32
+                runs keeps its first 32 as they were, so ``n_runs=32`` reproduces every number computed before the
+                extension (a random split permutes all the runs it is given).
+
+        Raises:
+            ValueError: Naming the file, if ``config.json`` is missing, unreadable or edited (its configuration no
+                longer matches its fingerprint); a run file is damaged, of another configuration or pool size,
+                holds another run than its name says, or is not named like a run file; or one of the first
+                ``n_runs`` runs is missing.
+        """
+        out = Path(folder)
+        path = out / "config.json"
+        if not path.is_file():
+            raise ValueError(f"{out}: not a collected run folder (no config.json)")
+        try:
+            meta = json.loads(path.read_text())
+            config, recorded = meta["config"], meta["fingerprint"]
+            n_pool = config["n_pool"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+        if fingerprint(config) != recorded:
+            raise ValueError(
+                f"{path}: the configuration does not match its fingerprint {recorded}: the file was edited; "
+                f"restore it (git checkout) or record the runs again"
+            )
+        files = run_files(out)
+        if n_runs is not None:
+            if isinstance(n_runs, bool) or not isinstance(n_runs, (int, np.integer)) or n_runs < 1:
+                raise ValueError(f"{out}: n_runs must be a positive integer, got {n_runs!r}")
+            missing = [run_file_name(k) for k in range(n_runs) if k not in files]
+            if missing:
+                raise ValueError(f"{out}: n_runs={n_runs} asks for runs that are not there: {', '.join(missing[:5])}")
+            files = {k: f for k, f in files.items() if k < n_runs}
+        runs, infos = [], []
+        for index, file in files.items():
+            one = cls.load(file)
+            if one.meta.get("fingerprint") != recorded:
+                raise ValueError(f"{file}: fingerprint {one.meta.get('fingerprint')} differs from the folder's {recorded}")
+            if one.meta.get("run_index") != index:
+                raise ValueError(f"{file}: holds run {one.meta.get('run_index')}, not run {index} as its name says")
+            if one.n_train != n_pool or len(one) != 1:
+                raise ValueError(
+                    f"{file}: holds {len(one)} run(s) over a pool of {one.n_train}; the folder's runs are single runs "
+                    f"over n_pool={n_pool}"
+                )
+            runs.append(one[0])
+            infos.append(one.meta)
+        if not runs:
+            raise ValueError(f"{out}: no completed runs yet")
+        meta["runs"] = infos
+        return cls(runs, n_pool, meta=meta)
+
+    def run_indices(self) -> list[int]:
+        """The run index of each run, from its provenance (``meta["runs"]``) when it has one, else its position."""
+        infos = self.meta.get("runs")
+        if isinstance(infos, list) and len(infos) == len(self) and all("run_index" in i for i in infos):
+            return [int(i["run_index"]) for i in infos]
+        return list(range(len(self)))
 
     def _to_arrays(self) -> dict[str, NDArray[Any]]:
         b = max(r.curriculum.shape[1] for r in self._runs)
         names = sorted(self._runs[0].extras)
+        metrics = sorted(self._runs[0].metrics)
         for k, run in enumerate(self._runs):
             if sorted(run.extras) != names:
                 raise ValueError(f"RunSet.save: run {k} has extras {sorted(run.extras)} but run 0 has {names}")
+            if sorted(run.metrics) != metrics:
+                raise ValueError(f"RunSet.save: run {k} has metrics {sorted(run.metrics)} but run 0 has {metrics}")
         arrays: dict[str, NDArray[Any]] = {
             "steps": np.array([r.n_steps for r in self._runs], dtype=np.int64),
             "batch_sizes": np.array([r.curriculum.shape[1] for r in self._runs], dtype=np.int64),
@@ -282,6 +363,8 @@ class RunSet(Sequence[Run]):
         }
         for name in names:
             arrays[f"extra.{name}"] = np.concatenate([np.asarray(r.extras[name]) for r in self._runs])
+        for name in metrics:
+            arrays[f"metric.{name}"] = np.concatenate([r.metrics[name] for r in self._runs])
         return arrays
 
     @classmethod
@@ -289,70 +372,44 @@ class RunSet(Sequence[Run]):
         for key in ("steps", "batch_sizes", "curricula", "losses"):
             if key not in arrays:
                 raise ValueError(f"{path}: missing array {key!r}")
+        for kind, names in (("extra", header["extras"]), ("metric", header["metrics"])):
+            for name in names:
+                if f"{kind}.{name}" not in arrays:
+                    raise ValueError(f"{path}: the header lists {kind} {name!r} but the file has no array for it")
         steps, widths = arrays["steps"], arrays["batch_sizes"]
         if steps.shape != (header["n_runs"],) or widths.shape != steps.shape:
             raise ValueError(f"{path}: 'steps'/'batch_sizes' do not describe {header['n_runs']} runs")
-        if arrays["curricula"].shape[0] != steps.sum() or arrays["losses"].shape[0] != steps.sum() + len(steps):
+        if (steps < 1).any() or (widths < 1).any() or (widths > arrays["curricula"].shape[-1]).any():
+            raise ValueError(f"{path}: 'steps'/'batch_sizes' hold impossible values")
+        total = int(steps.sum())
+        if arrays["curricula"].shape[0] != total or arrays["losses"].shape[0] != total + len(steps):
             raise ValueError(f"{path}: array lengths disagree with the recorded steps per run")
         runs = []
         c0 = l0 = 0
         for k, (t, b) in enumerate(zip(steps.tolist(), widths.tolist())):
             extras = {name: arrays[f"extra.{name}"][c0 : c0 + t] for name in header["extras"]}
+            metrics = {name: arrays[f"metric.{name}"][l0 : l0 + t + 1] for name in header["metrics"]}
             runs.append(
                 Run(
                     arrays["curricula"][c0 : c0 + t, :b],
                     arrays["losses"][l0 : l0 + t + 1],
                     extras,
+                    metrics=metrics,
                     where=f"{path}: run {k}",
                 )
             )
             c0, l0 = c0 + t, l0 + t + 1
-        return cls(runs, header["n_train"], header["meta"])
+        try:
+            return cls(runs, header["n_train"], header["meta"])
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, and rename it over ``path``.
-
-    On any error the temporary file is removed and ``path`` is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; saved data is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _digest(arrays: Mapping[str, NDArray[Any]]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def _read_header(raw: NDArray[Any] | None, path: Path) -> dict[str, Any]:
-    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ValueError(f"{path}: not a simflib run-set file (no header)")
-    try:
-        header = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable header ({err})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a simflib run-set file (format {header.get('format') if isinstance(header, dict) else None!r})")
-    if header.get("version") != VERSION:
-        raise ValueError(f"{path}: run-set format version {header.get('version')!r}; this simflib reads version {VERSION}")
-    for key, kind in (("n_train", int), ("n_runs", int), ("meta", dict), ("extras", list), ("sha256", str)):
-        if not isinstance(header.get(key), kind):
-            raise ValueError(f"{path}: header field {key!r} missing or not a {kind.__name__}")
-    return header
+def _frozen(arr: NDArray[Any]) -> NDArray[Any]:
+    """A read-only copy."""
+    out = np.array(arr, copy=True)
+    out.flags.writeable = False
+    return out
 
 
 def _check_json(value: Any, where: str) -> None:

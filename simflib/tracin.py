@@ -26,13 +26,14 @@ from simflib.baselines import HypotheticalSums
 from simflib.collect import Setting, split_checkpoints
 from simflib.gradients import gradient_products
 from simflib.runs import Run
+from simflib.storage import checkpoint_file_name, run_file_name
 
 State = Mapping[str, np.ndarray]
 
 
 def checkpoint_path(folder: str | os.PathLike[str], run_index: int) -> Path:
     """Where :func:`simflib.collect.collect` saves a run's checkpoints."""
-    return Path(folder) / f"run-{run_index:05d}.ckpt.safetensors"
+    return Path(folder) / checkpoint_file_name(run_index)
 
 
 def load_checkpoints(
@@ -180,7 +181,7 @@ def accumulate_sums(
         items = tqdm(items, desc="TracIn-CP checkpoints", unit="run")
     total: HypotheticalSums | None = None
     for k, run in items:
-        path = out / f"run-{k:05d}.npz"
+        path = out / run_file_name(k)
         if path.is_file():
             part = HypotheticalSums.load(path)
         else:
@@ -250,13 +251,13 @@ def load_sums(out_dir: str | os.PathLike[str], run_indices: Iterable[int]) -> tu
         ValueError: If none of the runs has a file yet.
     """
     out = Path(out_dir)
-    found = [k for k in run_indices if (out / f"run-{k:05d}.npz").is_file()]
+    found = [k for k in run_indices if (out / run_file_name(k)).is_file()]
     if not found:
         raise ValueError(f"{out}: no TracIn-CP sums for runs {list(run_indices)[:5]}...; compute them with "
                          f"python -m simflib tracin-cp")
-    total = HypotheticalSums.load(out / f"run-{found[0]:05d}.npz")
+    total = HypotheticalSums.load(out / run_file_name(found[0]))
     for k in found[1:]:
-        total = total + HypotheticalSums.load(out / f"run-{k:05d}.npz")
+        total = total + HypotheticalSums.load(out / run_file_name(k))
     return total, found
 
 
@@ -268,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     from simflib.collect import CollectConfig, load_collected
-    from simflib.runs import PAPER_SPLIT, atomic_write
+    from simflib.runs import PAPER_SPLIT
+    from simflib.storage import atomic_write
 
     parser = argparse.ArgumentParser(prog="python -m simflib tracin-cp", description=main.__doc__)
     parser.add_argument("folder", help="a collected run folder, e.g. data/runs/boolq-minilm-ia3")
@@ -284,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.device:
         config = dataclasses.replace(config, device=args.device)
     fit, _, _ = runs.split(seed=args.split_seed, sizes=PAPER_SPLIT)
-    indices = [runs.meta["runs"][i]["run_index"] for i in fit.meta["run_indices"]]
+    by_index = dict(zip(runs.run_indices(), runs))  # pair each run with its own sums by run index, not position
+    indices = [runs.run_indices()[i] for i in fit.meta["run_indices"]]
     out = Path(args.out or Path("data") / "tracin" / Path(args.folder).name / f"{args.checkpoints}-split{args.split_seed}")
     out.mkdir(parents=True, exist_ok=True)
     info = {
@@ -302,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = json.dumps(info, indent=1, sort_keys=True)
         atomic_write(meta, lambda f: f.write(text.encode()))
     setting = Setting(config)
-    sums = accumulate_sums(setting, {k: runs[k] for k in indices}, out, checkpoints=args.checkpoints,
+    sums = accumulate_sums(setting, {k: by_index[k] for k in indices}, out, checkpoints=args.checkpoints,
                            folder=args.folder, progress=not args.no_progress)
     print(f"{out}: TracIn-CP sums over {sums.count} checkpoints of {len(indices)} runs", file=sys.stderr)
     return 0

@@ -83,7 +83,7 @@ def test_truncated_file_is_rejected(tmp_path: Path):
     path = _runs().save(tmp_path / "runs.npz")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="truncated or not a simflib run-set file"):
+    with pytest.raises(ValueError, match=r"runs.npz: damaged or truncated"):
         RunSet.load(path)
 
 
@@ -101,22 +101,22 @@ def test_tampered_values_are_detected(tmp_path: Path):
 def test_pickled_objects_are_refused(tmp_path: Path):
     path = tmp_path / "evil.npz"
     np.savez(path, header=np.array([{"format": "simflib.runset"}], dtype=object))
-    with pytest.raises(ValueError, match="pickle"):
+    with pytest.raises(ValueError, match="evil.npz: member 'header.npy' has dtype object"):
         RunSet.load(path)
 
 
 def test_wrong_format_and_version(tmp_path: Path):
     path = tmp_path / "other.npz"
     np.savez(path, header=np.frombuffer(json.dumps({"format": "x"}).encode(), np.uint8))
-    with pytest.raises(ValueError, match="not a simflib run-set file"):
+    with pytest.raises(ValueError, match="not a simflib.runset file"):
         RunSet.load(path)
     np.savez(path, header=np.frombuffer(json.dumps({"format": "simflib.runset", "version": 99}).encode(), np.uint8))
     with pytest.raises(ValueError, match="version 99"):
         RunSet.load(path)
-    with pytest.raises(ValueError, match="no such run-set file"):
+    with pytest.raises(ValueError, match="missing.npz: no such file"):
         RunSet.load(tmp_path / "missing.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ValueError, match="truncated or not"):
+    with pytest.raises(ValueError, match="text.npz: truncated or not"):
         RunSet.load(tmp_path / "text.npz")
 
 
@@ -165,3 +165,144 @@ def test_selecting_runs_keeps_each_runs_provenance_with_it():
     assert [r["run_index"] for r in runs[[3, 1]].meta["runs"]] == [3, 1]
     assert [r["run_index"] for r in runs[1:3].meta["runs"]] == [1, 2]
     assert runs[::2].meta["task"] == "x" and runs[::2][1] is runs[2]
+
+
+def test_edited_header_is_detected(tmp_path: Path):
+    """Finding: the checksum did not cover the header, so a changed n_train loaded silently."""
+    from simflib.storage import read_archive
+
+    path = _runs().save(tmp_path / "runs.npz")
+    header, arrays = read_archive(path, fmt="simflib.runset", versions=(2,))
+    header["n_train"] = 11  # a plausible edit: every index is still in range
+    np.savez(path, **arrays, header=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    with pytest.raises(ValueError, match="runs.npz: contents do not match the recorded sha256"):
+        RunSet.load(path)
+
+
+def test_every_single_byte_flip_raises_a_value_error_naming_the_file(tmp_path: Path):
+    """Finding: bit flips raised zlib.error or RuntimeError instead of the documented ValueError."""
+    path = _runs().save(tmp_path / "runs.npz")
+    data = path.read_bytes()
+    flipped = tmp_path / "flipped.npz"
+    for position in range(0, len(data), 7):
+        damaged = bytearray(data)
+        damaged[position] ^= 0x10
+        flipped.write_bytes(bytes(damaged))
+        try:
+            RunSet.load(flipped)
+        except ValueError as err:
+            assert "flipped.npz" in str(err)
+        # A flip in bytes no reader looks at (zip comments, padding) may load: then it must load the same data.
+        else:
+            back = RunSet.load(flipped)
+            np.testing.assert_array_equal(back[0].losses, _runs()[0].losses)
+
+
+def test_a_zip_bomb_is_refused_before_it_is_decompressed(tmp_path: Path):
+    """Finding: a crafted 1 MB .npz expanded to gigabytes on load. Sizes are now checked before decompressing."""
+    import tracemalloc
+
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("losses.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False, "shape": (2**23, 8)})
+            zeros = bytes(1 << 20)
+            for _ in range(512):  # 512 MiB of zeros, about 0.5 MB compressed
+                member.write(zeros)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="bomb.npz: member 'losses.npy' declares .* refusing to decompress"):
+        RunSet.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+def test_a_member_whose_npy_header_lies_about_its_size_is_refused(tmp_path: Path):
+    path = tmp_path / "liar.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("losses.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+            member.write(bytes(64))
+    with pytest.raises(ValueError, match="liar.npz: member 'losses.npy' declares shape"):
+        RunSet.load(path)
+
+
+def test_version_1_files_still_load():
+    committed = sorted((Path(__file__).parent.parent / "data" / "runs" / "boolq-minilm-ia3").glob("run-0000[0-2].npz"))
+    if not committed:
+        pytest.skip("no committed runs")
+    for path in committed:
+        run_set = RunSet.load(path)
+        assert run_set.meta["run_index"] == int(path.stem.split("-")[1]) and run_set[0].metrics == {}
+
+
+def test_run_arrays_are_copied_and_read_only():
+    """Finding: mutating the caller's array after construction changed the run."""
+    curriculum, losses = np.array([[0, 1], [2, -1]]), np.ones((3, 2))
+    run = Run(curriculum, losses, {"lr": np.ones(2)}, metrics={"accuracy": np.zeros((3, 2))})
+    curriculum[0, 0], losses[1, 1] = 3, 7.0
+    assert run.curriculum[0, 0] == 0 and run.losses[1, 1] == 1.0
+    for arr in (run.curriculum, run.losses, run.extras["lr"], run.metrics["accuracy"]):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 0
+
+
+def test_metric_trajectories_round_trip_and_are_checked(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    runs = RunSet([Run(rng.integers(0, 4, (3, 2)), rng.uniform(size=(4, 2)), metrics={"accuracy": rng.integers(0, 2, (4, 2))})
+                   for _ in range(2)], 4)
+    back = RunSet.load(runs.save(tmp_path / "m.npz"))
+    np.testing.assert_array_equal(back[1].trajectory("accuracy"), runs[1].metrics["accuracy"])
+    assert back[0].trajectory() is back[0].losses
+    with pytest.raises(ValueError, match="no metric 'bleu'; it has: loss, accuracy"):
+        back[0].trajectory("bleu")
+    with pytest.raises(ValueError, match=r"run: metric 'rouge' must have the losses' shape \(T \+ 1, m\) = \(4, 2\)"):
+        Run(np.zeros((3, 1), int), np.ones((4, 2)), metrics={"rouge": np.ones((3, 2))})
+    with pytest.raises(ValueError, match="metric 'f1': non-finite"):
+        Run(np.zeros((3, 1), int), np.ones((4, 2)), metrics={"f1": np.full((4, 2), np.nan)})
+    with pytest.raises(ValueError, match="run 1 has metrics"):
+        RunSet([runs[0], Run(np.zeros((3, 1), int), np.ones((4, 2)))], 4).save(tmp_path / "x.npz")
+
+
+def _folder(tmp_path: Path, k: int = 3) -> Path:
+    """A collected-style folder: config.json with a matching fingerprint, and one single-run file per index."""
+    from simflib.storage import fingerprint
+
+    folder = tmp_path / "setting"
+    folder.mkdir()
+    config = {"task": "toy", "n_pool": 10, "n_runs": k}
+    (folder / "config.json").write_text(json.dumps({"config": config, "fingerprint": fingerprint(config)}))
+    for index in range(k):
+        one = _runs(k=1, seed=index)
+        RunSet(list(one), 10, meta={"run_index": index, "fingerprint": fingerprint(config)}).save(
+            folder / f"run-{index:05d}.npz")
+    return folder
+
+
+def test_a_run_file_under_another_runs_name_is_refused(tmp_path: Path):
+    """Finding: a stray or duplicated run file loaded as an extra run; the index inside was not checked."""
+    import shutil
+
+    folder = _folder(tmp_path)
+    assert RunSet.load(folder).run_indices() == [0, 1, 2]
+    shutil.copy(folder / "run-00001.npz", folder / "run-00005.npz")
+    with pytest.raises(ValueError, match="run-00005.npz: holds run 1, not run 5"):
+        RunSet.load(folder)
+    (folder / "run-00005.npz").unlink()
+    shutil.copy(folder / "run-00001.npz", folder / "run-00001 (copy).npz")
+    with pytest.raises(ValueError, match=r"run-00001 \(copy\).npz: not a run file name"):
+        RunSet.load(folder)
+
+
+def test_a_hand_edited_config_is_refused_and_missing_runs_are_named(tmp_path: Path):
+    folder = _folder(tmp_path)
+    (folder / "run-00001.npz").unlink()
+    assert RunSet.load_folder(folder).run_indices() == [0, 2]  # indices, not positions, name the runs
+    with pytest.raises(ValueError, match="n_runs=2 asks for runs that are not there: run-00001.npz"):
+        RunSet.load_folder(folder, n_runs=2)
+    info = json.loads((folder / "config.json").read_text())
+    info["config"]["task"] = "other"
+    (folder / "config.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="config.json: the configuration does not match its fingerprint"):
+        RunSet.load_folder(folder)

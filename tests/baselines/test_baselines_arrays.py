@@ -128,8 +128,16 @@ def test_sums_over_disjoint_checkpoints_add_and_survive_a_round_trip(tmp_path):
 def test_sums_reject_bad_files_and_singular_fits(tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, count=np.array(2), loss=np.ones(3))
-    with pytest.raises(ValueError, match="not a HypotheticalSums file"):
+    with pytest.raises(ValueError, match="bad.npz: not a simflib file"):
         HypotheticalSums.load(bad)
+    good = HypotheticalSums.from_arrays(*_hypothetical(np.random.default_rng(5))).save(tmp_path / "good.npz")
+    from simflib.storage import read_archive, write_archive
+
+    header, arrays = read_archive(good, fmt="simflib.hypothetical_sums", versions=(1,))
+    header = {k: v for k, v in header.items() if k not in ("sha256", "covers")}
+    write_archive(tmp_path / "short.npz", {**arrays, "loss": arrays["loss"][:-1]}, header)
+    with pytest.raises(ValueError, match="short.npz: field 'loss' has shape"):
+        HypotheticalSums.load(tmp_path / "short.npz")
     loss, reduction = _hypothetical(np.random.default_rng(6), C=1)
     with pytest.raises(ValueError, match="not determined"):
         fit_hypothetical(HypotheticalSums.from_arrays(loss, reduction), l2=0.0, variant="linear")
