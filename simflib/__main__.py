@@ -11,12 +11,14 @@ def main() -> int:
         print("usage: python -m simflib {collect,tracin-cp} ...  (see --help of each)", file=sys.stderr)
         return 2
     if sys.argv[1] == "tracin-cp":
-        from simflib.tracin import main as tracin_main
-
-        return tracin_main(sys.argv[2:])
-    from simflib.collect import main as collect_main
-
-    return collect_main(sys.argv[2:])
+        from simflib.tracin import main as command
+    else:
+        from simflib.collect import main as command
+    try:
+        return command(sys.argv[2:])
+    except (ValueError, FileNotFoundError) as err:  # bad input: the message names what is wrong; no traceback
+        print(f"python -m simflib {sys.argv[1]}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

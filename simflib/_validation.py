@@ -39,6 +39,15 @@ def as_curriculum(
             )
     if arr.ndim < 2:
         raise ValueError(f"{where}: expected shape (T, b) (steps, batch size), got shape {arr.shape}")
+    if arr.size and arr.dtype.kind in "uf":  # values int64 cannot hold would wrap around (2**64 - 1 -> -1)
+        limit = np.iinfo(np.int64).max // 2
+        huge = (arr > limit) | (arr < -limit) if arr.dtype.kind == "f" else arr > limit
+        if huge.any():
+            bad = np.argwhere(huge)[0]
+            raise ValueError(
+                f"{where}: index {arr[tuple(bad)].item()!r} at {_locate(bad)} is out of range (indices must be >= 0"
+                f"{'' if n_train is None else f' and < n_train={n_train}'}, or -1 for padding)"
+            )
     arr = arr.astype(np.int64, copy=False)
     low = arr < PAD
     high = np.zeros_like(low) if n_train is None else arr >= n_train

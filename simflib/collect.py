@@ -18,8 +18,10 @@ function of its curriculum.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import shlex
@@ -125,8 +127,11 @@ class CollectConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.subset_size > self.n_pool:
             raise ValueError(f"subset_size={self.subset_size} is larger than the pool (n_pool={self.n_pool})")
-        if not self.epochs > 0 or not self.lr > 0:
-            raise ValueError(f"epochs and lr must be positive, got epochs={self.epochs}, lr={self.lr}")
+        for name in ("epochs", "lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        self.curriculum(0)  # a protocol with no step (epochs too small for one example) fails here, not mid-run
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
 
@@ -502,30 +507,54 @@ def load_collected(out_dir: str | os.PathLike[str], *, n_runs: int | None = None
     return RunSet.load_folder(out_dir, n_runs=n_runs)
 
 
+def field_descriptions(cls: type) -> dict[str, str]:
+    """``{field: description}`` from the ``Attributes:`` section of a dataclass's Google-style docstring."""
+    described: dict[str, str] = {}
+    current = None
+    lines = (cls.__doc__ or "").split("Attributes:", 1)[-1].splitlines()
+    for line in lines:
+        head, _, rest = line.strip().partition(": ")
+        if line.startswith(" " * 8) and head.isidentifier() and rest and line[8] != " ":
+            current = head
+            described[current] = rest.strip()
+        elif current and line.strip():
+            described[current] += " " + line.strip()
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in described]  # type: ignore[arg-type]
+    if missing:
+        raise ValueError(f"{cls.__name__}: the docstring does not describe {missing}")
+    return described
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simflib collect``: record a setting's runs (see ``--help``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m simflib collect", description="Record fine-tuning runs.")
-    parser.add_argument("--out", help="output folder (resumed if it exists; default data/runs/<setting>)")
-    parser.add_argument("--setting", choices=sorted(DEFAULT_SETTINGS), help="a committed setting (other flags override it)")
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="preset pool/subset/epochs")
-    for field in dataclasses.fields(CollectConfig):
-        kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], str)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(CollectConfig) if getattr(args, f.name) is not None}
     if args.setting:
         base = dataclasses.asdict(DEFAULT_SETTINGS[args.setting])
         config = CollectConfig(**{**base, **fields})
         args.out = args.out or str(Path("data") / "runs" / args.setting)
     elif "task" not in fields:
-        parser.error("give --setting or --task")
+        cli.error("give --setting or --task")
     else:
         config = CollectConfig.for_protocol(args.protocol, **fields) if args.protocol else CollectConfig(**fields)
     if not args.out:
-        parser.error("--out is required without --setting")
+        cli.error("--out is required without --setting")
     runs = collect(config, args.out, progress=not args.no_progress)
     print(f"{args.out}: {len(runs)} runs of {config.task}/{config.model}/{config.method}", file=sys.stderr)
     return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m simflib collect``: one option per :class:`CollectConfig` field."""
+    parser = argparse.ArgumentParser(prog="python -m simflib collect", description="Record fine-tuning runs.")
+    parser.add_argument("--out", help="output folder (resumed if it exists; default data/runs/<setting>)")
+    parser.add_argument("--setting", choices=sorted(DEFAULT_SETTINGS), help="a committed setting (other flags override it)")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="preset pool/subset/epochs")
+    described = field_descriptions(CollectConfig)
+    for field in dataclasses.fields(CollectConfig):
+        kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" ")[0], str)
+        default = "" if field.name == "task" else f" (default {field.default})"
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, help=described[field.name] + default)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser

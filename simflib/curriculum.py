@@ -67,12 +67,16 @@ def sample_curriculum(
         raise ValueError(f"subset_size must be in [1, n_train={n_train}], got {subset_size}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not epochs > 0:
-        raise ValueError(f"epochs must be > 0, got {epochs}")
-    rng = np.random.default_rng(seed)
-    subset = rng.choice(n_train, size=subset_size, replace=False)
+    if not (math.isfinite(epochs) and epochs > 0):
+        raise ValueError(f"epochs must be a finite number > 0, got {epochs}")
     full, part = int(math.floor(epochs)), epochs - math.floor(epochs)
     lengths = [subset_size] * full + ([int(round(part * subset_size))] if part > 0 else [])
+    if sum(lengths) == 0:
+        raise ValueError(
+            f"epochs={epochs} of a subset of {subset_size} examples is less than one example: the run has no step"
+        )
+    rng = np.random.default_rng(seed)
+    subset = rng.choice(n_train, size=subset_size, replace=False)
     batches = []
     for length in lengths:
         if length == 0:

@@ -61,9 +61,12 @@ def load_checkpoints(
             f"{folder}: run {run_index} has no saved checkpoints ({path.name} is missing); re-create them with "
             f"Setting(config).checkpoints({run_index}, steps)"
         )
-    with safe_open(str(path), "np") as handle:
-        fingerprint = (handle.metadata() or {}).get("fingerprint")
-        flat = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open has no items()
+    try:
+        with safe_open(str(path), "np") as handle:
+            fingerprint = (handle.metadata() or {}).get("fingerprint")
+            flat = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open has no items()
+    except Exception as err:  # safetensors raises its own error types on damaged files  # noqa: BLE001
+        raise ValueError(f"{path}: run {run_index}: damaged or truncated checkpoint file ({err})") from None
     config = json.loads((Path(folder) / "config.json").read_text())
     if fingerprint != config["fingerprint"]:
         raise ValueError(f"{path}: checkpoints of configuration {fingerprint}, not the folder's {config['fingerprint']}")

@@ -417,6 +417,10 @@ def simulate_linear(
 ) -> NDArray[np.float64]:
     """Roll Eq. 1 forward: ``L_t = alpha(c_t) L_{t-1} + beta(c_t)`` for every test example and curriculum.
 
+    A step whose batch is all padding consumed no example and trains nothing: ``L_t = L_{t-1}`` there (Eq. 1 with
+    empty sums would set the loss to 0). Such steps carry no information for fitting either: their rows of the
+    batching matrix are zero, so they add nothing to the normal equations.
+
     Args:
         curricula: (T, b) one curriculum or (K, T, b) a stack; ``-1`` pads short batches.
         initial_loss: (m,) losses before training, shared by all curricula, or (K, m) one row per curriculum.
@@ -461,6 +465,7 @@ def simulate_linear(
     for k, part in enumerate(parts):
         table[:n, k * m : (k + 1) * m] = part.T
     steps = np.ascontiguousarray(np.where(curr == PAD, n, curr).transpose(1, 2, 0))  # (T, b, K)
+    empty = (steps == n).all(axis=1)  # (T, K): a step that consumed no example trains nothing
     out = np.empty((T + 1, K, m))
     out[0] = l0
 
@@ -471,10 +476,14 @@ def simulate_linear(
             coef = table[steps[t, 0, start:stop]]
             for pos in range(1, b):
                 coef += table[steps[t, pos, start:stop]]
+            skip = empty[t, start:stop]
+            before = loss[skip].copy() if skip.any() else None
             if A is not None:
                 loss *= coef[:, :m]
             if B is not None:
                 loss += coef[:, -m:]
+            if before is not None:
+                loss[skip] = before
             out[t + 1, start:stop] = loss
 
     starts = range(0, K, chunk_size)

@@ -150,6 +150,11 @@ def test_bad_checkpoints_are_named(recorded, tmp_path):
     checkpoint_path(other, 0).write_bytes(checkpoint_path(folder, 0).read_bytes())
     with pytest.raises(ValueError, match="not the folder's different"):
         load_checkpoints(other, 0)
+    data = checkpoint_path(folder, 0).read_bytes()
+    for cut in (len(data) // 2, 40, 3):  # finding: a truncated file named neither the file nor the run
+        checkpoint_path(other, 0).write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=r"run-00000.ckpt.safetensors: run 0: damaged or truncated checkpoint"):
+            load_checkpoints(other, 0)
 
 
 def test_tracin_ideal_equals_additive_b_on_real_batch_one_runs(tmp_path, tiny_bert):

@@ -174,3 +174,22 @@ def test_device_is_not_part_of_the_fingerprint_but_the_data_is():
     cpu = CollectConfig(task="boolq")
     assert CollectConfig(task="boolq", device="cuda").fingerprint() == cpu.fingerprint()
     assert CollectConfig(task="boolq", lr=2e-2).fingerprint() != cpu.fingerprint()
+
+
+@pytest.mark.parametrize("epochs", ["0.001", "inf", "nan"])
+def test_impossible_epochs_fail_before_the_folder_is_touched(tmp_path, epochs):
+    """Finding: an epoch count with no step, or inf, crashed midway and left a config.json that locked the folder."""
+    from simflib.collect import main
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="epochs"):
+        main(["--task", "boolq", "--epochs", epochs, "--out", str(out), "--no-progress"])
+    assert not out.exists()
+
+
+def test_every_collect_option_has_a_description():
+    from simflib.collect import parser
+
+    actions = [a for a in parser()._actions if a.option_strings]
+    assert len(actions) >= 18
+    assert all(a.help and len(a.help) > 5 for a in actions), [a.dest for a in actions if not a.help]

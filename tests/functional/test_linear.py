@@ -220,3 +220,20 @@ def test_fit_satisfies_the_normal_equations(n, m, b, steps, l2, seed):
         w = np.concatenate([fit.A[j], fit.B[j]])
         grad = x.T @ (x @ w - after[:, j]) + l2 * w
         assert np.abs(grad).max() <= 1e-8 * max(1.0, np.abs(x.T @ after[:, j]).max())
+
+
+def test_an_empty_step_trains_nothing_instead_of_zeroing_the_loss():
+    """Finding: a step with no examples (a row of -1) was simulated as loss 0.0."""
+    rng = np.random.default_rng(11)
+    A, B = rng.uniform(0.2, 0.4, (3, 6)), rng.normal(0, 0.1, (3, 6))
+    curriculum = np.array([[0, 1], [-1, -1], [2, -1], [-1, -1]])
+    start = np.array([1.0, 2.0, 3.0])
+    out = simulate_linear(curriculum, start, A=A, B=B)
+    step1 = (A[:, 0] + A[:, 1]) * start + B[:, 0] + B[:, 1]
+    np.testing.assert_allclose(out[1], step1)
+    np.testing.assert_array_equal(out[2], out[1])  # the empty step keeps the loss
+    np.testing.assert_allclose(out[3], A[:, 2] * step1 + B[:, 2])
+    np.testing.assert_array_equal(out[4], out[3])
+    stacked = simulate_linear(np.stack([curriculum, np.zeros_like(curriculum)]), start, A=A, B=B, chunk_size=1)
+    np.testing.assert_array_equal(stacked[0], out)
+    np.testing.assert_array_equal(simulate_linear(curriculum, start, A=None, B=B)[2], simulate_linear(curriculum, start, A=None, B=B)[1])
