@@ -83,20 +83,17 @@ def run_chapter(
     A failing cell raises papermill's execution error, after the partly executed notebook is written.
 
     Raises:
-        ValueError: If the chapter does not exist or lacks a ``parameters`` cell, or a parameter is unknown.
+        ValueError: If the chapter is not in the table of contents or lacks a ``parameters`` cell, or a parameter is
+            unknown or of another type than its default (before anything is executed).
     """
     import jupytext
     import papermill
 
-    source = book / f"{name}.md"
-    if not source.is_file():
-        known = ", ".join(chapters(book))
-        raise ValueError(f"no chapter {name!r} in {book} (chapters: {known})")
-    notebook = jupytext.read(source)
-    declared = _declared_parameters(notebook, name)
-    unknown = sorted(set(parameters or {}) - declared)
-    if unknown:
-        raise ValueError(f"chapter {name!r} has no parameter(s) {unknown}; its parameters are {sorted(declared)}")
+    known = chapters(book)
+    if name not in known:  # a chapter is a name from the table of contents, never a path (../../x.md)
+        raise ValueError(f"no chapter {name!r} in {book} (chapters: {', '.join(known)})")
+    notebook = jupytext.read(book / f"{name}.md")
+    check_parameters(name, parameters or {}, _declared_parameters(notebook, name))
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / f"{name}.ipynb"
     papermill.execute_notebook(
@@ -111,18 +108,83 @@ def run_chapter(
     return out
 
 
-def _declared_parameters(notebook: Any, name: str) -> set[str]:
+_UNKNOWN = object()  # a default that is not a literal (its type is not checked)
+
+
+def _declared_parameters(notebook: Any, name: str) -> dict[str, Any]:
+    """``{parameter: default}`` from the chapter's ``parameters`` cell (defaults that are not literals: unknown)."""
     import ast
 
     for cell in notebook.cells:
         if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            names: set[str] = set()
+            declared: dict[str, Any] = {}
             for node in ast.parse(cell.source).body:
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+                if isinstance(node, ast.Assign):
+                    targets, value = node.targets, node.value
+                elif isinstance(node, ast.AnnAssign):
+                    targets, value = [node.target], node.value
+                else:
+                    continue
+                try:
+                    default = ast.literal_eval(value) if value is not None else _UNKNOWN
+                except ValueError:
+                    default = _UNKNOWN
                 for target in targets:
-                    names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-            return names
+                    if isinstance(target, ast.Name):
+                        declared[target.id] = default
+                    elif isinstance(target, ast.Tuple):  # n_fit, n_val, n_test = 20, 2, 10
+                        values = default if isinstance(default, tuple) and len(default) == len(target.elts) else None
+                        for k, element in enumerate(target.elts):
+                            if isinstance(element, ast.Name):
+                                declared[element.id] = values[k] if values is not None else _UNKNOWN
+            return declared
     raise ValueError(f"chapter {name!r} has no cell tagged 'parameters'")
+
+
+def check_parameters(name: str, parameters: Mapping[str, Any], declared: Mapping[str, Any]) -> None:
+    """Refuse a parameter the chapter does not declare, or a value of another type than its default's.
+
+    An integer default takes integers; a float default, numbers; a string, strings; a list, lists; ``None`` or a
+    non-literal default, anything.
+
+    Raises:
+        ValueError: Naming the chapter, the parameter, the value and the expected type.
+    """
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(f"chapter {name!r} has no parameter(s) {unknown}; its parameters are {sorted(declared)}")
+    for key, value in parameters.items():
+        default = declared[key]
+        if default is _UNKNOWN or default is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, tuple))
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ValueError(
+                f"chapter {name!r}: parameter {key!r} takes a {type(default).__name__} like its default "
+                f"{default!r}, got {value!r}"
+            )
+
+
+def execution_failed(path: Path) -> bool:
+    """Whether an executed notebook recorded an error (papermill's flag, or an error output), or cannot be read."""
+    import nbformat
+
+    try:
+        notebook = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - an unreadable notebook is not reused
+        return True
+    if notebook.metadata.get("papermill", {}).get("exception"):
+        return True
+    return any(o.get("output_type") == "error" for c in notebook.cells for o in c.get("outputs", []))
 
 
 def build(
@@ -134,14 +196,15 @@ def build(
         smoke: Use the tiny parameters of ``book/smoke.yml``.
         student: Build the student edition (exercise solutions hidden) into ``_build/student``.
         only: Chapters to execute (default: all).
-        reuse: Skip chapters whose executed notebook is newer than their source.
+        reuse: Skip chapters whose executed notebook is newer than their source and ran without error.
     """
     names = list(only) if only else chapters()
     overrides = smoke_parameters() if smoke else {}
     failures: list[str] = []
     for name in names:
         executed = EXECUTED / f"{name}.ipynb"
-        if reuse and executed.is_file() and executed.stat().st_mtime > (BOOK / f"{name}.md").stat().st_mtime:
+        fresh = executed.is_file() and executed.stat().st_mtime > (BOOK / f"{name}.md").stat().st_mtime
+        if reuse and fresh and not execution_failed(executed):
             print(f"[book] {name}: reused {executed.relative_to(ROOT)}", flush=True)
             continue
         start = time.perf_counter()

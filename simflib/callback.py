@@ -82,6 +82,9 @@ class TrajectoryRecorder(TrainerCallback):
         self._batches: list[list[int]] = []
         self._losses: list[np.ndarray] = []
         self._lr: list[float] = []
+        self._step_lr = float("nan")
+        self._train_only = False  # once the training loader is marked, only its collations are recorded
+        self._in_train_collate = False
 
     def wrap_collator(self, collator: Callable[[list[Any]], Any] | None = None) -> Callable[[list[Any]], Any]:
         """A collator that records ``index_column`` of each feature, then calls ``collator`` without it."""
@@ -105,7 +108,8 @@ class TrajectoryRecorder(TrainerCallback):
                     raise ValueError(f"training feature {k}: {self.index_column}={index} is outside [0, {self.n_train})")
                 indices.append(index)
                 stripped.append({key: v for key, v in feature.items() if key != self.index_column})
-            self._queue.append(indices)
+            if self._in_train_collate or not self._train_only:  # an evaluation's batches are not training steps
+                self._queue.append(indices)
             return inner(stripped)
 
         return collate
@@ -126,18 +130,46 @@ class TrajectoryRecorder(TrainerCallback):
                 f"TrajectoryRecorder: {len(loader)} batches per epoch is not a multiple of "
                 f"gradient_accumulation_steps={accumulation}, so steps could not be told apart"
             )
+        if loader is not None:
+            self._mark_training_collations(loader)
         self._queue.clear()
         self._batches.clear()
         self._lr.clear()
         self._losses = [self._score(model)]
+
+    def _mark_training_collations(self, loader: Any) -> None:
+        """Make the training loader's collations the only ones recorded: the Trainer collates evaluation batches
+        with the same collator, between training steps."""
+        loader = vars(loader).get("base_dataloader", loader)  # accelerate wraps the torch DataLoader it iterates
+        original = loader.collate_fn
+        if getattr(original, "_simflib_marked", False):
+            return
+
+        def marked(features: list[Any]) -> Any:
+            self._in_train_collate = True
+            try:
+                return original(features)
+            finally:
+                self._in_train_collate = False
+
+        marked._simflib_marked = True  # type: ignore[attr-defined]
+        loader.collate_fn = marked
+        self._train_only = True
+
+    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self._step_lr = float("nan")
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
+        # The rate this step's update uses: the scheduler advances after the optimizer step, before on_step_end.
+        if optimizer is not None:
+            self._step_lr = float(optimizer.param_groups[0]["lr"])
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
         accumulation = int(getattr(args, "gradient_accumulation_steps", 1))
         if len(self._queue) < accumulation:
             raise ValueError(f"TrajectoryRecorder: step {state.global_step} ended before its batches were collated")
         self._batches.append([i for _ in range(accumulation) for i in self._queue.popleft()])
-        optimizer = kwargs.get("optimizer")
-        self._lr.append(float(optimizer.param_groups[0]["lr"]) if optimizer is not None else float("nan"))
+        self._lr.append(self._step_lr)
         self._losses.append(self._score(model))
 
     def _score(self, model: torch.nn.Module | None) -> np.ndarray:
@@ -159,7 +191,7 @@ class TrajectoryRecorder(TrainerCallback):
 
     def run(self) -> Run:
         """The recorded run: curriculum (T, b) padded with -1 to the widest step, losses (T + 1, m), and per-step
-        ``learning_rate`` as an extra.
+        ``learning_rate`` as an extra: the rate step t's update used (NaN if the Trainer did not say).
 
         Raises:
             ValueError: If no step was recorded.

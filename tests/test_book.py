@@ -32,10 +32,54 @@ def test_no_notebooks_or_outputs_are_committed():
     assert not [p for p in tracked if p.endswith(".ipynb")], "commit chapters as jupytext .md, not .ipynb"
 
 
-def test_smoke_parameters_exist_in_their_chapters():
+def test_smoke_parameters_exist_in_their_chapters_with_their_defaults_types():
     for name, params in book.smoke_parameters().items():
         nb = jupytext.read(book.BOOK / f"{name}.md")
-        assert set(params) <= book._declared_parameters(nb, name), name
+        book.check_parameters(name, params, book._declared_parameters(nb, name))
+
+
+def test_a_parameter_of_the_wrong_type_is_refused_before_execution(tmp_path):
+    """Finding: -p n_train abc failed deep inside the chapter instead of at the parameter."""
+    with pytest.raises(ValueError, match=r"parameter 'n_train' takes a int like its default 100, got 'abc'"):
+        book.run_chapter("simulation_task", {"n_train": "abc"}, output_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"parameter 'n_fit' takes a int"):  # a tuple assignment's element
+        book.run_chapter("simulation_task", {"n_fit": 2.5}, output_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+    declared = {"lr": 0.1, "grid": [1.0], "steps": None, "name": "x", "flag": True}
+    book.check_parameters("c", {"lr": 1, "grid": [2.0, 3.0], "steps": [0, 63], "name": "y", "flag": False}, declared)
+    for bad in ({"lr": "fast"}, {"grid": 1.0}, {"name": 3}, {"flag": 1}):
+        with pytest.raises(ValueError, match=f"parameter '{next(iter(bad))}'"):
+            book.check_parameters("c", bad, declared)
+
+
+def test_a_path_is_not_a_chapter(tmp_path):
+    """Finding: book run ../../x.md executed a file outside book/."""
+    outside = tmp_path / "x.md"
+    outside.write_text(book.BOOK.joinpath("simulation_task.md").read_text())
+    relative = Path("..") / Path(*[".."] * len(book.BOOK.parts)) / outside.relative_to("/")
+    for name in (str(relative.with_suffix("")), "../book/simulation_task", "glossary"):
+        with pytest.raises(ValueError, match="no chapter"):
+            book.run_chapter(name, output_dir=tmp_path / "out")
+
+
+def test_a_failed_execution_is_never_reused(tmp_path):
+    """Finding: build --reuse reused a notebook whose execution failed, and returned 0."""
+    import nbformat
+
+    good, failed, flagged = (tmp_path / f"{k}.ipynb" for k in ("good", "failed", "flagged"))
+    cell = nbformat.v4.new_code_cell("1")
+    cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)]
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), good)
+    broken = nbformat.v4.new_code_cell("1/0")
+    broken.outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])]
+    nbformat.write(nbformat.v4.new_notebook(cells=[broken]), failed)
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    notebook.metadata["papermill"] = {"exception": True}
+    nbformat.write(notebook, flagged)
+    assert not book.execution_failed(good)
+    assert book.execution_failed(failed) and book.execution_failed(flagged)
+    (tmp_path / "garbage.ipynb").write_text("{")
+    assert book.execution_failed(tmp_path / "garbage.ipynb")
 
 
 def test_unknown_chapter_or_parameter_is_refused(tmp_path):

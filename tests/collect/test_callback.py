@@ -11,10 +11,11 @@ transformers = pytest.importorskip("transformers")
 from simflib.callback import TrajectoryRecorder, trainer_batch_losses  # noqa: E402
 
 
-def _tiny_classifier():
+def _tiny_classifier(dropout=0.1):
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16, num_labels=2)
+                                     intermediate_size=32, max_position_embeddings=16, num_labels=2,
+                                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     return transformers.BertForSequenceClassification(config)
 
 
@@ -30,13 +31,13 @@ def _rows(n, seed, with_index=True):
     return rows
 
 
-def _trainer(model, train, recorder, tmp_path, **kw):
+def _trainer(model, train, recorder, tmp_path, eval_dataset=None, **kw):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=5, learning_rate=5e-3,
         lr_scheduler_type="linear", report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
         remove_unused_columns=False, seed=0, **kw,
     )
-    return transformers.Trainer(model=model, args=args, train_dataset=train,
+    return transformers.Trainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
                                 data_collator=recorder.wrap_collator(), callbacks=[recorder])
 
 
@@ -53,7 +54,9 @@ def test_records_batches_losses_and_schedule(tmp_path):
     after = trainer_batch_losses(model.eval(), transformers.default_data_collator(test)).detach().numpy()
     np.testing.assert_allclose(run.losses[-1], after, rtol=1e-5)
     lr = run.extras["learning_rate"]
-    assert lr.shape == (5,) and np.all(np.diff(lr) < 0)  # the linear decay was recorded
+    # Finding: the rate was read after the scheduler had advanced, one step late. Linear decay from 5e-3 over 5
+    # steps: step t (1-based) updates with 5e-3 * (1 - (t - 1) / 5).
+    np.testing.assert_allclose(lr, 5e-3 * (1 - np.arange(5) / 5), rtol=1e-12)
     assert np.abs(np.diff(run.losses, axis=0)).mean() > 0
 
 
@@ -78,3 +81,19 @@ def test_missing_index_column_or_pruned_columns_are_explained(tmp_path):
     trainer.args.remove_unused_columns = True
     with pytest.raises(ValueError, match="remove_unused_columns=False"):
         trainer.train()
+
+
+def test_evaluation_during_training_is_not_recorded_as_a_training_batch(tmp_path):
+    """Finding: an evaluation's collated batches were taken as the next training step's examples."""
+    train, test = _rows(10, 0), _rows(4, 1, with_index=False)
+    evaluation = _rows(10, 2)  # carries the index column too, as a held-out slice of a pool would
+    for row in evaluation:
+        row["simflib_index"] = 9  # were these recorded, index 9 would appear in every step after an evaluation
+    reference = TrajectoryRecorder(test, n_train=10)
+    _trainer(_tiny_classifier(dropout=0.0), train, reference, tmp_path / "a").train()  # evaluation draws no masks
+    recorder = TrajectoryRecorder(test, n_train=10)
+    _trainer(_tiny_classifier(dropout=0.0), train, recorder, tmp_path / "b", eval_dataset=evaluation, eval_strategy="steps",
+             eval_steps=1, per_device_eval_batch_size=4, eval_on_start=True).train()
+    expected, got = reference.run(), recorder.run()
+    np.testing.assert_array_equal(got.curriculum, expected.curriculum)
+    np.testing.assert_allclose(got.losses, expected.losses, rtol=1e-6)
