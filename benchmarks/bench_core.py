@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import simflib as sf
 from simflib import curriculum
 from simflib.functional import fit_linear, simulate_linear
+from simflib.simulators.base import observations
 
 
 def timed(fn, repeat: int = 3):
@@ -49,7 +50,7 @@ def bench_fit(*, m: int, n_exact: int, l2: float) -> list[tuple[str, bool]]:
     curr = curriculum.protocol(runs_n, seed=0, n_train=n, subset_size=1024, epochs=1.5, batch_size=4)
     truth = sf.synthetic.markov_truth(n, m, batch_size=4, seed=1)
     runs = sf.synthetic.markov_runs(truth, curr, noise=0.003, seed=2)
-    obs = runs.observations()
+    obs = observations(runs)
     print(f"fit: n={n}, {runs_n} runs x {curr.shape[1]} steps = {obs.n_steps} observed steps, b=4, m={m}, "
           f"lambda={l2}")
 

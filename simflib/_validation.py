@@ -98,3 +98,11 @@ def _locate(index: NDArray[np.int64], *, loss: bool = False) -> str:
     if loss:
         return f"{prefix}step {row}, test example {col}"
     return f"{prefix}step {row + 1} (row {row}), batch position {col}"
+
+
+def pad_batches(batches: NDArray[np.int64], b: int) -> NDArray[np.int64]:
+    """Widen (..., b0) batches to (..., b) with -1 padding (b >= b0)."""
+    if batches.shape[-1] == b:
+        return batches
+    pad = np.full(batches.shape[:-1] + (b - batches.shape[-1],), PAD, dtype=np.int64)
+    return np.concatenate([batches, pad], axis=-1)

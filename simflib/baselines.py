@@ -11,8 +11,8 @@ Each is Simfluence-Additive fitted to different one-step observations:
   ``L_T(z) - grad L(z_i)^T H^{-1} grad L(z)``.
 
 This module holds the array side: scores from recorded losses or from precomputed gradient products, the
-hypothetical observations that turn them into simulators, and the paper's ground-truth rescaling of TracIn-CP's
-trajectories.
+hypothetical observations that turn them into simulators. (The paper's ground-truth rescaling of TracIn-CP's
+trajectories is a metric: :func:`simflib.functional.optimal_rescaling`.)
 """
 
 from __future__ import annotations
@@ -170,6 +170,11 @@ class HypotheticalSums:
         """Pool size n."""
         return int(self.reduction.shape[0])
 
+    def solve(self, *, l2: float, variant: Variant = "linear") -> LinearFit:
+        """The exact ridge fit to these sums (:func:`fit_hypothetical`): what a Simfluence simulator's ``fit`` calls
+        on precomputed sufficient statistics."""
+        return fit_hypothetical(self, l2=l2, variant=variant)
+
     @property
     def m(self) -> int:
         """Number of test examples."""
@@ -266,28 +271,3 @@ def fit_hypothetical(sums: HypotheticalSums, *, l2: float, variant: Variant = "l
         A=None if A is None else np.ascontiguousarray(A.T), B=None if B is None else np.ascontiguousarray(B.T),
         counts=counts, iterations=0, residual=0.0,
     )
-
-
-def optimal_rescaling(pred: ArrayLike, true: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The paper's §5 rescaling of a trajectory by the factor that best fits the *observed* losses.
-
-    For each trajectory (each run and test example), ``sigma = argmin sum_{t=1..T} (sigma L_hat_t - L_t)^2
-    = sum L_hat_t L_t / sum L_hat_t^2``. It uses the ground truth, so a rescaled simulator has an unfair advantage:
-    report it separately and label it so.
-
-    Args:
-        pred: (..., T + 1, m) simulated trajectories.
-        true: (..., T + 1, m) observed trajectories.
-
-    Returns:
-        sigma of shape (..., m), and the rescaled trajectories (step 0 kept as given).
-    """
-    p, t = as_losses(pred, where="pred"), as_losses(true, where="true")
-    if p.shape != t.shape:
-        raise ValueError(f"pred {p.shape} and true {t.shape} must have the same shape")
-    num = (p[..., 1:, :] * t[..., 1:, :]).sum(axis=-2)
-    den = (p[..., 1:, :] ** 2).sum(axis=-2)
-    sigma = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
-    out = p.copy()
-    out[..., 1:, :] *= sigma[..., None, :]
-    return sigma, out

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from simflib import models
+import simflib.models as models
 from simflib.runs import Run
 
 LossFn = Callable[[torch.nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from simflib import curriculum as curricula
+import simflib.curriculum as curricula
 from simflib.runs import Run, RunSet
 from simflib.storage import UNFINGERPRINTED, atomic_write, checkpoint_file_name, fingerprint, run_file_name
 

@@ -20,6 +20,7 @@ from simflib.functional.metrics import (
     final_step_spearman,
     mse_decomposition,
     mse_improvement,
+    optimal_rescaling,
 )
 from simflib.runs import Run, RunSet
 from simflib.simulators import Simulator
@@ -43,7 +44,7 @@ def evaluate(
         runs: Held-out runs.
         name: Label for the ``simulator`` column (default: the simulator's ``label``, else its class name).
         rescale: For the MSE, multiply each simulated trajectory by the factor sigma that best fits the
-            *observed* one (the paper's §5 treatment of TracIn-CP; see :func:`simflib.baselines.optimal_rescaling`).
+            *observed* one (the paper's §5 treatment of TracIn-CP; see :func:`simflib.functional.optimal_rescaling`).
             It uses the ground truth: label such rows. The final-step Spearman and the LDS stay those of the
             unscaled prediction: the paper rescales to repair TracIn-CP's scale, which a rank correlation does not
             see, whereas a factor per test example fitted to the truth could reorder the final losses.
@@ -68,8 +69,6 @@ def evaluate(
         preds.append(pred)
         scaled = pred
         if rescale:
-            from simflib.baselines import optimal_rescaling
-
             scaled = optimal_rescaling(pred, run.losses)[1]
         rows.append(
             {

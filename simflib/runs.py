@@ -32,8 +32,7 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from simflib._validation import as_curriculum, as_losses
-from simflib.functional.linear import Observations, pad_batches
+from simflib._validation import as_curriculum, as_losses, pad_batches
 from simflib.storage import fingerprint, read_archive, run_file_name, run_files, write_archive
 
 FORMAT = "simflib.runset"
@@ -206,14 +205,6 @@ class RunSet(Sequence[Run]):
     def m(self) -> int:
         """Number of test examples."""
         return self._runs[0].m
-
-    def observations(self) -> Observations:
-        """All one-step observations ``(c_t, L_{t-1}, L_t)`` of all runs, for fitting (Eq. 2-3)."""
-        b = max(r.curriculum.shape[1] for r in self._runs)
-        batches = np.concatenate([pad_batches(r.curriculum, b) for r in self._runs])
-        before = np.concatenate([r.losses[:-1] for r in self._runs])
-        after = np.concatenate([r.losses[1:] for r in self._runs])
-        return Observations(batches, before, after, self.n_train)
 
     def split(
         self, *, seed: int, sizes: tuple[int, int, int] = PAPER_SPLIT

@@ -61,7 +61,9 @@ def test_sequence_protocol():
     assert len(rs) == 4 and isinstance(rs[1], Run) and isinstance(rs[1:3], RunSet) and len(rs[1:3]) == 2
     assert [r.n_steps for r in rs] == [5] * 4
     assert rs[[3, 0]][0] is rs[3]
-    obs = rs.observations()
+    from simflib.simulators.base import observations
+
+    obs = observations(rs)
     assert obs.n_steps == 20 and obs.m == 3
     np.testing.assert_array_equal(obs.loss_after[5:10], rs[1].losses[1:])
 

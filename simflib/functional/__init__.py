@@ -18,6 +18,7 @@ from simflib.functional.metrics import (
     lds_per_example,
     mse_decomposition,
     mse_improvement,
+    optimal_rescaling,
 )
 
 __all__ = [
@@ -35,5 +36,6 @@ __all__ = [
     "mse_decomposition",
     "mse_improvement",
     "observation_counts",
+    "optimal_rescaling",
     "simulate_linear",
 ]

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
-from simflib._validation import PAD, as_curriculum, as_losses
+from simflib._validation import PAD, as_curriculum, as_losses, pad_batches
 
 Variant = Literal["linear", "additive", "multiplicative"]
 VARIANTS: tuple[Variant, ...] = ("linear", "additive", "multiplicative")
@@ -133,14 +133,6 @@ class Observations:
             object.__setattr__(self, "_q", batching_matrix(self.batches, self.n_train))
         assert self._q is not None
         return self._q
-
-
-def pad_batches(batches: NDArray[np.int64], b: int) -> NDArray[np.int64]:
-    """Widen (..., b0) batches to (..., b) with -1 padding (b >= b0)."""
-    if batches.shape[-1] == b:
-        return batches
-    pad = np.full(batches.shape[:-1] + (b - batches.shape[-1],), PAD, dtype=np.int64)
-    return np.concatenate([batches, pad], axis=-1)
 
 
 def batching_matrix(batches: NDArray[np.int64], n_train: int) -> sp.csr_matrix:

@@ -192,3 +192,28 @@ def mse_decomposition(pred: ArrayLike, true: ArrayLike) -> tuple[float, float]:
     shared = float(np.mean((p_bar - t_bar) ** 2))
     specific = float(np.mean(((p - p_bar) - (t - t_bar)) ** 2))
     return shared, specific
+
+
+def optimal_rescaling(pred: ArrayLike, true: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The paper's §5 rescaling of a trajectory by the factor that best fits the *observed* losses.
+
+    For each trajectory (each run and test example), ``sigma = argmin sum_{t=1..T} (sigma L_hat_t - L_t)^2
+    = sum L_hat_t L_t / sum L_hat_t^2``. It uses the ground truth, so a rescaled simulator has an unfair advantage:
+    report it separately and label it so.
+
+    Args:
+        pred: (..., T + 1, m) simulated trajectories.
+        true: (..., T + 1, m) observed trajectories.
+
+    Returns:
+        sigma of shape (..., m), and the rescaled trajectories (step 0 kept as given).
+    """
+    p, t = as_losses(pred, where="pred"), as_losses(true, where="true")
+    if p.shape != t.shape:
+        raise ValueError(f"pred {p.shape} and true {t.shape} must have the same shape")
+    num = (p[..., 1:, :] * t[..., 1:, :]).sum(axis=-2)
+    den = (p[..., 1:, :] ** 2).sum(axis=-2)
+    sigma = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
+    out = p.copy()
+    out[..., 1:, :] *= sigma[..., None, :]
+    return sigma, out

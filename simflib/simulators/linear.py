@@ -22,13 +22,12 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from simflib._validation import PAD, as_curriculum
-from simflib.baselines import HypotheticalSums, fit_hypothetical
 from simflib.functional.linear import LinearFit, Observations, Variant, fit_linear, simulate_linear
 from simflib.functional.metrics import all_steps_mse
 from simflib.runs import Run, RunSet
-from simflib.simulators.base import as_observations, check_n_train
+from simflib.simulators.base import SufficientStatistics, as_observations, check_n_train
 
-FitData = RunSet | Sequence[Run] | Observations | HypotheticalSums
+FitData = RunSet | Sequence[Run] | Observations | SufficientStatistics
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 """The lambdas :meth:`SimfluenceLinear.fit` chooses from on validation runs when no ``l2_grid`` is given."""
@@ -103,13 +102,13 @@ class SimfluenceLinear:
         Returns:
             self.
         """
-        if isinstance(runs, HypotheticalSums):
+        if isinstance(runs, SufficientStatistics):
             if runs.n_train != self.n_train:
                 raise ValueError(f"sums are over n_train={runs.n_train} but the simulator was built for n_train={self.n_train}")
             sums = runs
 
             def solve(l2: float, x0: tuple | None) -> LinearFit:  # type: ignore[type-arg]
-                return fit_hypothetical(sums, l2=l2, variant=self.variant)
+                return sums.solve(l2=l2, variant=self.variant)
         else:
             obs = as_observations(runs, self.n_train)
 

@@ -10,10 +10,10 @@ from simflib.baselines import (
     HypotheticalSums,
     fit_hypothetical,
     hypothetical_observations,
-    optimal_rescaling,
     tracin_cp,
     tracin_ideal,
 )
+from simflib.functional import optimal_rescaling
 from simflib.functional.linear import fit_linear
 
 

@@ -20,7 +20,9 @@ from tests.conftest import dense_design, naive_simulate
 
 
 def _obs(runs) -> Observations:
-    return runs.observations()
+    from simflib.simulators.base import observations
+
+    return observations(runs)
 
 
 def test_worked_example_of_section_3_1():
