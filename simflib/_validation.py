@@ -13,9 +13,7 @@ PAD = -1
 """Index that pads a short batch in a curriculum."""
 
 
-def as_curriculum(
-    curriculum: ArrayLike, *, n_train: int | None = None, where: str = "curriculum"
-) -> NDArray[np.int64]:
+def as_curriculum(curriculum: ArrayLike, *, n_train: int | None = None, where: str = "curriculum") -> NDArray[np.int64]:
     """Return ``curriculum`` as an int64 array of shape (..., T, b), checking its entries.
 
     Args:
@@ -27,36 +25,31 @@ def as_curriculum(
         ValueError: On non-integer entries, fewer than two axes, or out-of-range indices.
     """
     arr = np.asarray(curriculum)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{where}: expected integer training-example indices, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            bad = np.argwhere(~np.isfinite(arr) | (arr != np.round(arr)))[0]
-            raise ValueError(
-                f"{where}: entries must be integers; {_locate(bad)} holds {arr[tuple(bad)]!r}"
-            )
+    if np.issubdtype(arr.dtype, np.floating) and (not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))):
+        bad = np.argwhere(~np.isfinite(arr) | (arr != np.round(arr)))[0]
+        raise ValueError(f"{where}: entries must be integers; {_locate(bad)} holds {arr[tuple(bad)]!r}")
     if arr.ndim < 2:
         raise ValueError(f"{where}: expected shape (T, b) (steps, batch size), got shape {arr.shape}")
+    allowed = "" if n_train is None else f" and < n_train={n_train}"
     if arr.size and arr.dtype.kind in "uf":  # values int64 cannot hold would wrap around (2**64 - 1 -> -1)
-        limit = np.iinfo(np.int64).max // 2
-        huge = (arr > limit) | (arr < -limit) if arr.dtype.kind == "f" else arr > limit
+        largest = np.iinfo(np.int64).max // 2
+        huge = (arr > largest) | (arr < -largest) if arr.dtype.kind == "f" else arr > largest
         if huge.any():
             bad = np.argwhere(huge)[0]
             raise ValueError(
-                f"{where}: index {arr[tuple(bad)].item()!r} at {_locate(bad)} is out of range (indices must be >= 0"
-                f"{'' if n_train is None else f' and < n_train={n_train}'}, or -1 for padding)"
+                f"{where}: index {arr[tuple(bad)].item()!r} at {_locate(bad)} is out of range "
+                f"(indices must be >= 0{allowed}, or -1 for padding)"
             )
     arr = arr.astype(np.int64, copy=False)
     low = arr < PAD
     high = np.zeros_like(low) if n_train is None else arr >= n_train
     if low.any() or high.any():
         bad = np.argwhere(low | high)[0]
-        limit = "" if n_train is None else f" and < n_train={n_train}"
         raise ValueError(
             f"{where}: index {arr[tuple(bad)]} at {_locate(bad)} is out of range "
-            f"(indices must be >= 0{limit}, or -1 for padding)"
+            f"(indices must be >= 0{allowed}, or -1 for padding)"
         )
     return arr
 
@@ -72,21 +65,15 @@ def as_losses(losses: ArrayLike, *, where: str = "losses") -> NDArray[np.float64
         ValueError: On non-numeric data, fewer than two axes, NaN or infinite values.
     """
     arr = np.asarray(losses)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{where}: expected a numeric array, got dtype {arr.dtype}")
     arr = arr.astype(np.float64, copy=False)
     if arr.ndim < 2:
-        raise ValueError(
-            f"{where}: expected shape (T + 1, m) (steps, test examples), got shape {arr.shape}"
-        )
+        raise ValueError(f"{where}: expected shape (T + 1, m) (steps, test examples), got shape {arr.shape}")
     finite = np.isfinite(arr)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
-        raise ValueError(
-            f"{where}: non-finite value {arr[tuple(bad)]} at {_locate(bad, loss=True)}"
-        )
+        raise ValueError(f"{where}: non-finite value {arr[tuple(bad)]} at {_locate(bad, loss=True)}")
     return arr
 
 

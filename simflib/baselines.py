@@ -31,7 +31,9 @@ from simflib.runs import Run, RunSet
 from simflib.storage import read_archive, write_archive
 
 
-def tracin_ideal(runs: RunSet | Sequence[Run], n_train: int | None = None, *, expected: bool = False) -> NDArray[np.float64]:
+def tracin_ideal(
+    runs: RunSet | Sequence[Run], n_train: int | None = None, *, expected: bool = False
+) -> NDArray[np.float64]:
     """TracIn-Ideal scores (Eq. 5): the loss reduction on each test example over the steps that used each example.
 
     ``I[j, i] = sum over steps t whose batch holds i of (L_{t-1}(z_j) - L_t(z_j)) / |c_t|``. With batch size 1 this
@@ -80,9 +82,7 @@ def _checked_hypothetical(loss: ArrayLike, reduction: ArrayLike) -> tuple[NDArra
     return L, R
 
 
-def hypothetical_observations(
-    loss: ArrayLike, reduction: ArrayLike
-) -> Observations:
+def hypothetical_observations(loss: ArrayLike, reduction: ArrayLike) -> Observations:
     """Batch-size-1 observations ``(i, L_c, L_c - reduction[c, i])`` for every checkpoint c and example i.
 
     Fitting Simfluence-Additive (lambda = 0) to them gives ``B[j, i] = -mean_c reduction[c, i, j]``: TracIn-CP
@@ -189,14 +189,22 @@ class HypotheticalSums:
                 f"{other.reduction.shape}, batch size {other.batch_size}"
             )
         return HypotheticalSums(
-            self.count + other.count, self.loss + other.loss, self.loss_sq + other.loss_sq,
-            self.reduction + other.reduction, self.loss_reduction + other.loss_reduction, self.batch_size,
+            self.count + other.count,
+            self.loss + other.loss,
+            self.loss_sq + other.loss_sq,
+            self.reduction + other.reduction,
+            self.loss_reduction + other.loss_reduction,
+            self.batch_size,
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as a checksummed :mod:`simflib.storage` archive (no pickles)."""
-        arrays = {"loss": self.loss, "loss_sq": self.loss_sq, "reduction": self.reduction,
-                  "loss_reduction": self.loss_reduction}
+        arrays = {
+            "loss": self.loss,
+            "loss_sq": self.loss_sq,
+            "reduction": self.reduction,
+            "loss_reduction": self.loss_reduction,
+        }
         header = {"format": SUMS_FORMAT, "version": 1, "count": self.count, "batch_size": self.batch_size}
         return write_archive(path, arrays, header, compress=False)
 
@@ -265,9 +273,14 @@ def fit_hypothetical(sums: HypotheticalSums, *, l2: float, variant: Variant = "l
             A, B = (s0 * y2 - s1 * y1) / det, (s2 * y1 - s1 * y2) / det
     for name, p in (("A", A), ("B", B)):
         if p is not None and not np.isfinite(p).all():
-            raise ValueError(f"fit_hypothetical: {name} is not determined (singular system); use l2 > 0 or more checkpoints")
+            raise ValueError(
+                f"fit_hypothetical: {name} is not determined (singular system); use l2 > 0 or more checkpoints"
+            )
     counts = np.full(sums.n_train, sums.count, dtype=np.int64)
     return LinearFit(
-        A=None if A is None else np.ascontiguousarray(A.T), B=None if B is None else np.ascontiguousarray(B.T),
-        counts=counts, iterations=0, residual=0.0,
+        A=None if A is None else np.ascontiguousarray(A.T),
+        B=None if B is None else np.ascontiguousarray(B.T),
+        counts=counts,
+        iterations=0,
+        residual=0.0,
     )

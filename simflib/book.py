@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -34,6 +35,10 @@ def _yaml() -> Any:
     import yaml
 
     return yaml
+
+
+def _write_bytes(data: bytes, f: IO[bytes]) -> None:
+    f.write(data)
 
 
 def chapters(book: Path = BOOK) -> list[str]:
@@ -119,8 +124,9 @@ def _declared_parameters(notebook: Any, name: str) -> dict[str, Any]:
         if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
             declared: dict[str, Any] = {}
             for node in ast.parse(cell.source).body:
+                value: ast.expr | None
                 if isinstance(node, ast.Assign):
-                    targets, value = node.targets, node.value
+                    targets, value = list(node.targets), node.value
                 elif isinstance(node, ast.AnnAssign):
                     targets, value = [node.target], node.value
                 else:
@@ -187,9 +193,7 @@ def execution_failed(path: Path) -> bool:
     return any(o.get("output_type") == "error" for c in notebook.cells for o in c.get("outputs", []))
 
 
-def build(
-    *, smoke: bool = False, student: bool = False, only: Sequence[str] | None = None, reuse: bool = False
-) -> int:
+def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | None = None, reuse: bool = False) -> int:
     """Execute chapters, stage the sources, and build the HTML. Returns a process exit code.
 
     Args:
@@ -212,7 +216,8 @@ def build(
             run_chapter(name, overrides.get(name))
             status = "ok"
         except Exception as err:  # noqa: BLE001 - report every failing chapter, then fail the build
-            detail = f"{err.ename}: {err.evalue}" if hasattr(err, "ename") else f"{type(err).__name__}: {err}"
+            ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)  # papermill's execution error
+            detail = f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}"
             failures.append(f"{name}: {detail} (see _build/executed/{name}.ipynb)")
             status = "FAILED"
         print(f"[book] {name}: {status} ({time.perf_counter() - start:.1f} s)", flush=True)
@@ -341,8 +346,9 @@ def repository_url() -> str | None:
     url = os.environ.get("SIMFLIB_REPOSITORY_URL")
     if not url:
         try:
-            url = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True,
-                                 text=True, check=True).stdout.strip()
+            url = subprocess.run(
+                ["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True, text=True, check=True
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
     if url.startswith("git@") and ":" in url:  # git@github.com:owner/repo.git
@@ -429,9 +435,9 @@ def write_notebooks(out_dir: str | Path, *, url: str | None = None, book: Path =
         for cell in notebook.cells:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
-        text = nbformat.writes(notebook)
+        data = nbformat.writes(notebook).encode()
         path = out / f"{name}.ipynb"
-        atomic_write(path, lambda f, text=text: f.write(text.encode()))
+        atomic_write(path, partial(_write_bytes, data))
         written.append(path)
     return written
 

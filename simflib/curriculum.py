@@ -87,7 +87,12 @@ def sample_curriculum(
 
 
 def few_shot(
-    *, seed: int | np.random.Generator, n_train: int = 100, subset_size: int = 64, epochs: float = 4, batch_size: int = 4
+    *,
+    seed: int | np.random.Generator,
+    n_train: int = 100,
+    subset_size: int = 64,
+    epochs: float = 4,
+    batch_size: int = 4,
 ) -> NDArray[np.int64]:
     """The paper's few-shot protocol (RTE, COPA): 64 of a pool of 100, 4 epochs, batch 4: a (64, 4) curriculum."""
     return sample_curriculum(n_train, subset_size=subset_size, epochs=epochs, batch_size=batch_size, seed=seed)
@@ -267,9 +272,7 @@ def identifiability(
     )
 
 
-def runs_needed(
-    n_train: int, steps_per_run: int, *, multiples: Sequence[float] = (2, 20, 60)
-) -> dict[float, int]:
+def runs_needed(n_train: int, steps_per_run: int, *, multiples: Sequence[float] = (2, 20, 60)) -> dict[float, int]:
     """Runs of ``steps_per_run`` observed steps needed to observe ``k * n`` steps, for each k in ``multiples``.
 
     §3.3: 2n steps are the bare minimum for a unique solution; the paper finds 20n to 60n more than sufficient.
@@ -289,7 +292,7 @@ def _flat(curriculum: ArrayLike) -> tuple[NDArray[np.int64], int]:
 
 
 def remove(curriculum: ArrayLike, group: ArrayLike, *, repack: bool = True) -> NDArray[np.int64]:
-    """"What if I had removed group X from my training data?": drop every occurrence of the group's examples.
+    """ "What if I had removed group X from my training data?": drop every occurrence of the group's examples.
 
     Args:
         curriculum: (T, b).
@@ -307,7 +310,7 @@ def remove(curriculum: ArrayLike, group: ArrayLike, *, repack: bool = True) -> N
 
 
 def order_groups(curriculum: ArrayLike, groups: Sequence[ArrayLike]) -> NDArray[np.int64]:
-    """"What if I had trained on Y first, then X?": reorder occurrences so that earlier groups come first.
+    """ "What if I had trained on Y first, then X?": reorder occurrences so that earlier groups come first.
 
     The flat sequence of consumed examples is stably sorted by the rank of the group each example belongs to
     (``groups[0]`` first); examples in no group come last, in their original order. The result is re-cut into
@@ -320,10 +323,8 @@ def order_groups(curriculum: ArrayLike, groups: Sequence[ArrayLike]) -> NDArray[
     return rebatch(flat[np.argsort(rank, kind="stable")], b)
 
 
-def duplicate(
-    curriculum: ArrayLike, example: int, times: int, *, seed: int | None = None
-) -> NDArray[np.int64]:
-    """"What if I duplicated example Z ten times?": every occurrence of ``example`` becomes ``times`` copies.
+def duplicate(curriculum: ArrayLike, example: int, times: int, *, seed: int | None = None) -> NDArray[np.int64]:
+    """ "What if I duplicated example Z ten times?": every occurrence of ``example`` becomes ``times`` copies.
 
     Args:
         curriculum: (T, b).

@@ -38,7 +38,7 @@ def build(name: str, n_train: int, **options: Any) -> Any:
     if name not in SIMULATORS:
         raise ValueError(f"unknown simulator {name!r}; registered: {', '.join(SIMULATORS)}")
     cls = SIMULATORS[name]
-    return cls(n_train, **_accepted(cls.__init__, options))
+    return cls(n_train, **_accepted(cls, options))
 
 
 def fit_registered(

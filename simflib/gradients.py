@@ -21,8 +21,13 @@ def trainable_names(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.requires_grad]
 
 
-def _example_loss(model: nn.Module, params: Mapping[str, torch.Tensor], frozen: Mapping[str, torch.Tensor],
-                  inputs: Mapping[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
+def _example_loss(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    frozen: Mapping[str, torch.Tensor],
+    inputs: Mapping[str, torch.Tensor],
+    label: torch.Tensor,
+) -> torch.Tensor:
     batched = {k: v.unsqueeze(0) for k, v in inputs.items()}
     logits = torch.func.functional_call(model, {**frozen, **params}, args=(), kwargs={**batched, "prebuilt_mask": True})
     return per_example_loss(logits, label.unsqueeze(0))[0]
@@ -65,7 +70,7 @@ def per_example_gradients(
         if method in ("auto", "vmap"):
             try:
                 out = _vmap_gradients(model, params, frozen, data, idx, chunk_size)
-            except Exception:  # noqa: BLE001 - some models cannot be vmapped; the loop is exact, only slower
+            except Exception:
                 if method == "vmap":
                     raise
                 out = _loop_gradients(model, data, idx, names)
@@ -130,7 +135,9 @@ def gradient_products(
     names = set(trainable_names(model))
     if set(state) != names:
         missing, extra = sorted(names - set(state)), sorted(set(state) - names)
-        raise ValueError(f"checkpoint does not match the trainable parameters (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise ValueError(
+            f"checkpoint does not match the trainable parameters (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name in state:

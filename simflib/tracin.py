@@ -69,14 +69,18 @@ def load_checkpoints(
         raise ValueError(f"{path}: run {run_index}: damaged or truncated checkpoint file ({err})") from None
     config = json.loads((Path(folder) / "config.json").read_text())
     if fingerprint != config["fingerprint"]:
-        raise ValueError(f"{path}: checkpoints of configuration {fingerprint}, not the folder's {config['fingerprint']}")
+        raise ValueError(
+            f"{path}: checkpoints of configuration {fingerprint}, not the folder's {config['fingerprint']}"
+        )
     states = split_checkpoints(flat)
     check_same_parameters(states, where=f"{path.name}")
     if steps is not None:
         wanted = sorted({int(t) for t in steps})
         missing = [t for t in wanted if t not in states]
         if missing:
-            raise ValueError(f"run {run_index}: no checkpoint saved for step(s) {missing[:5]}; saved steps: {sorted(states)}")
+            raise ValueError(
+                f"run {run_index}: no checkpoint saved for step(s) {missing[:5]}; saved steps: {sorted(states)}"
+            )
         states = {t: states[t] for t in wanted}
     return states
 
@@ -91,7 +95,9 @@ def check_same_parameters(states: Mapping[int, State], *, where: str = "checkpoi
         shapes = {name: np.shape(value) for name, value in state.items()}
         if shapes != reference:
             differ = sorted(set(shapes) ^ set(reference)) or sorted(k for k in shapes if shapes[k] != reference[k])
-            raise ValueError(f"{where}: checkpoint of step {step} does not match step {first_step}'s parameters ({differ[:3]})")
+            raise ValueError(
+                f"{where}: checkpoint of step {step} does not match step {first_step}'s parameters ({differ[:3]})"
+            )
 
 
 def hypothetical_reductions(
@@ -129,7 +135,9 @@ def hypothetical_reductions(
         for c, t in enumerate(steps):
             state = {name: torch.as_tensor(value, device=setting.config.device) for name, value in states[t].items()}
             try:
-                products = gradient_products(setting.model, state, setting.train_data, setting.test_data, chunk_size=chunk_size)
+                products = gradient_products(
+                    setting.model, state, setting.train_data, setting.test_data, chunk_size=chunk_size
+                )
             except ValueError as err:
                 raise ValueError(f"checkpoint of step {t}: {err}") from None
             reductions[c] = eta[t] / setting.config.batch_size * products.double().cpu().numpy()
@@ -177,7 +185,7 @@ def accumulate_sums(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = list(runs.items())
+    items: Iterable[tuple[int, Run]] = list(runs.items())
     if progress:
         from tqdm import tqdm
 
@@ -256,8 +264,10 @@ def load_sums(out_dir: str | os.PathLike[str], run_indices: Iterable[int]) -> tu
     out = Path(out_dir)
     found = [k for k in run_indices if (out / run_file_name(k)).is_file()]
     if not found:
-        raise ValueError(f"{out}: no TracIn-CP sums for runs {list(run_indices)[:5]}...; compute them with "
-                         f"python -m simflib tracin-cp")
+        raise ValueError(
+            f"{out}: no TracIn-CP sums for runs {list(run_indices)[:5]}...; compute them with "
+            f"python -m simflib tracin-cp"
+        )
     total = HypotheticalSums.load(out / run_file_name(found[0]))
     for k in found[1:]:
         total = total + HypotheticalSums.load(out / run_file_name(k))
@@ -277,8 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m simflib tracin-cp", description=main.__doc__)
     parser.add_argument("folder", help="a collected run folder, e.g. data/runs/boolq-minilm-ia3")
-    parser.add_argument("--checkpoints", choices=("saved", "all"), default="all",
-                        help="the checkpoints each run saved, or every step (re-created by re-training)")
+    parser.add_argument(
+        "--checkpoints",
+        choices=("saved", "all"),
+        default="all",
+        help="the checkpoints each run saved, or every step (re-created by re-training)",
+    )
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 20/2/10 split whose fit runs are used")
     parser.add_argument("--out", help="output folder (default data/tracin/<folder name>/<checkpoints>-split<seed>)")
     parser.add_argument("--device", help="override the recorded device (cpu, cuda)")
@@ -291,11 +305,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit, _, _ = runs.split(seed=args.split_seed, sizes=PAPER_SPLIT)
     by_index = dict(zip(runs.run_indices(), runs))  # pair each run with its own sums by run index, not position
     indices = [runs.run_indices()[i] for i in fit.meta["run_indices"]]
-    out = Path(args.out or Path("data") / "tracin" / Path(args.folder).name / f"{args.checkpoints}-split{args.split_seed}")
+    out = Path(
+        args.out or Path("data") / "tracin" / Path(args.folder).name / f"{args.checkpoints}-split{args.split_seed}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     info = {
-        "folder": str(args.folder), "fingerprint": runs.meta["fingerprint"], "checkpoints": args.checkpoints,
-        "split_seed": args.split_seed, "run_indices": indices, "device": config.device,
+        "folder": str(args.folder),
+        "fingerprint": runs.meta["fingerprint"],
+        "checkpoints": args.checkpoints,
+        "split_seed": args.split_seed,
+        "run_indices": indices,
+        "device": config.device,
         "versions": {p: md.version(p) for p in ("torch", "transformers", "peft")},
         "command": " ".join(["python -m simflib tracin-cp", *(argv if argv is not None else sys.argv[1:])]),
     }
@@ -308,7 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = json.dumps(info, indent=1, sort_keys=True)
         atomic_write(meta, lambda f: f.write(text.encode()))
     setting = Setting(config)
-    sums = accumulate_sums(setting, {k: by_index[k] for k in indices}, out, checkpoints=args.checkpoints,
-                           folder=args.folder, progress=not args.no_progress)
+    sums = accumulate_sums(
+        setting,
+        {k: by_index[k] for k in indices},
+        out,
+        checkpoints=args.checkpoints,
+        folder=args.folder,
+        progress=not args.no_progress,
+    )
     print(f"{out}: TracIn-CP sums over {sums.count} checkpoints of {len(indices)} runs", file=sys.stderr)
     return 0

@@ -89,6 +89,7 @@ def test_unknown_chapter_or_parameter_is_refused(tmp_path):
         book.run_chapter("simulation_task", {"n_trian": 5}, output_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_a_chapter_runs_under_papermill_with_overrides(tmp_path):
     params = dict(book.smoke_parameters()["simulation_task"], seed=7)
     out = book.run_chapter("simulation_task", params, output_dir=tmp_path)
@@ -160,6 +161,7 @@ def test_notebooks_need_a_repository(monkeypatch, tmp_path):
         book.write_notebooks(tmp_path)
 
 
+@pytest.mark.slow
 def test_built_launch_buttons_open_the_notebooks(tmp_path):
     """A one-chapter jupyter-book build: Binder and Colab must link the chapter's .ipynb on the notebooks branch."""
     yaml = pytest.importorskip("yaml")

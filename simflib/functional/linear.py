@@ -59,9 +59,7 @@ class Observations:
     _q: sp.csr_matrix | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def create(
-        cls, batches: ArrayLike, loss_before: ArrayLike, loss_after: ArrayLike, *, n_train: int
-    ) -> Observations:
+    def create(cls, batches: ArrayLike, loss_before: ArrayLike, loss_after: ArrayLike, *, n_train: int) -> Observations:
         """Validate and build observations.
 
         Args:
@@ -83,13 +81,9 @@ class Observations:
                 f"observations: batches must be (S, b) and losses (S, m); got {batches.shape} and {before.shape}"
             )
         if before.shape != after.shape:
-            raise ValueError(
-                f"observations: loss_before {before.shape} and loss_after {after.shape} differ in shape"
-            )
+            raise ValueError(f"observations: loss_before {before.shape} and loss_after {after.shape} differ in shape")
         if before.shape[0] != batches.shape[0]:
-            raise ValueError(
-                f"observations: {batches.shape[0]} batches but {before.shape[0]} rows of losses"
-            )
+            raise ValueError(f"observations: {batches.shape[0]} batches but {before.shape[0]} rows of losses")
         if batches.shape[0] == 0:
             raise ValueError("observations: no observed steps")
         return cls(batches, before, after, int(n_train))
@@ -148,9 +142,7 @@ def batching_matrix(batches: NDArray[np.int64], n_train: int) -> sp.csr_matrix:
     rows = np.repeat(np.arange(batches.shape[0]), batches.shape[1])
     cols = batches.ravel()
     keep = cols != PAD
-    q = sp.csr_matrix(
-        (np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(batches.shape[0], n_train)
-    )
+    q = sp.csr_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(batches.shape[0], n_train))
     q.sum_duplicates()
     return q
 
@@ -187,8 +179,6 @@ class LinearFit:
     counts: NDArray[np.int64]
     iterations: int
     residual: float
-
-
 
 
 def fit_linear(
@@ -246,10 +236,13 @@ def fit_linear(
     if l2 == 0:
         _check_identified(saa, sab, sbb, counts, variant)
     # Examples never observed have the block l2 * I; with l2 == 0 they were rejected above.
+    inverse: tuple[NDArray, ...]
     if variant == "linear":
+        assert saa is not None and sab is not None
         det = saa * sbb - sab * sab
-        inverse: tuple[NDArray, ...] = (sbb / det, -sab / det, saa / det)
+        inverse = (sbb / det, -sab / det, saa / det)
     elif variant == "multiplicative":
+        assert saa is not None
         inverse = (1.0 / saa,)
     else:
         inverse = (1.0 / sbb,)
@@ -397,7 +390,6 @@ def _check_identified(saa, sab, sbb, counts, variant: Variant) -> None:
         )
 
 
-
 def simulate_linear(
     curricula: ArrayLike,
     initial_loss: ArrayLike,
@@ -447,9 +439,7 @@ def simulate_linear(
     K, T, b = curr.shape
     l0 = np.asarray(initial_loss, dtype=np.float64)
     if l0.shape not in ((m,), (K, m)):
-        raise ValueError(
-            f"initial_loss: expected shape ({m},) or ({K}, {m}) to match A/B with m={m}, got {l0.shape}"
-        )
+        raise ValueError(f"initial_loss: expected shape ({m},) or ({K}, {m}) to match A/B with m={m}, got {l0.shape}")
     l0 = as_losses(np.broadcast_to(l0, (K, m)), where="initial_loss")
     # One table [A^T | B^T] with a zero row for padding: a gather gives alpha and beta together.
     parts = [p for p in (A, B) if p is not None]

@@ -58,7 +58,9 @@ def as_runs(data: RunSet | Sequence[Run], n_train: int, *, where: str = "fit") -
     """A run set from a run set or a list of runs, checked against the simulator's pool size."""
     if isinstance(data, RunSet):
         if data.n_train != n_train:
-            raise ValueError(f"{where}: run set has n_train={data.n_train} but the simulator was built for n_train={n_train}")
+            raise ValueError(
+                f"{where}: run set has n_train={data.n_train} but the simulator was built for n_train={n_train}"
+            )
         return data
     runs = list(data)
     if not runs:

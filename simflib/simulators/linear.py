@@ -104,7 +104,9 @@ class SimfluenceLinear:
         """
         if isinstance(runs, SufficientStatistics):
             if runs.n_train != self.n_train:
-                raise ValueError(f"sums are over n_train={runs.n_train} but the simulator was built for n_train={self.n_train}")
+                raise ValueError(
+                    f"sums are over n_train={runs.n_train} but the simulator was built for n_train={self.n_train}"
+                )
             sums = runs
 
             def solve(l2: float, x0: tuple | None) -> LinearFit:  # type: ignore[type-arg]
@@ -133,7 +135,9 @@ class SimfluenceLinear:
             result = solve(l2, start)
             start = (result.A, result.B)
             self._set(result)
-            mse = float(np.mean([all_steps_mse(self.simulate(r.curriculum, r.initial_loss), r.losses) for r in val_runs]))
+            mse = float(
+                np.mean([all_steps_mse(self.simulate(r.curriculum, r.initial_loss), r.losses) for r in val_runs])
+            )
             rows.append({"l2": l2, "val_all_steps_mse": mse})
             if best is None or mse < best[0]:
                 best = (mse, l2, result)

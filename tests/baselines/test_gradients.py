@@ -12,6 +12,8 @@ from simflib.gradients import gradient_products, per_example_gradients  # noqa: 
 from simflib.models import ChoiceModel, apply_method, encode  # noqa: E402
 from simflib.tasks import load_task, pool_and_test  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or loads real models
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

@@ -23,6 +23,8 @@ from simflib.influence import (  # noqa: E402
 from simflib.models import ChoiceModel, apply_method, encode, load_encoder  # noqa: E402
 from simflib.tasks import load_task, pool_and_test  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or loads real models
+
 
 @pytest.fixture(scope="module")
 def tiny_ia3(tiny_bert):

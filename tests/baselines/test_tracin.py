@@ -18,6 +18,8 @@ from simflib.tracin import (  # noqa: E402
     load_checkpoints,
 )
 
+pytestmark = pytest.mark.slow  # trains or loads real models
+
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, tiny_bert):

@@ -10,6 +10,8 @@ transformers = pytest.importorskip("transformers")
 
 from simflib.callback import TrajectoryRecorder, trainer_batch_losses  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or loads real models
+
 
 def _tiny_classifier(dropout=0.1):
     torch.manual_seed(0)

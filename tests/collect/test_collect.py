@@ -15,6 +15,8 @@ import pytest
 
 from simflib.collect import CollectConfig, collect, load_collected
 
+pytestmark = pytest.mark.slow  # trains or loads real models
+
 
 def _config(model: str, **kw) -> CollectConfig:
     base = dict(task="piqa", model=model, method="ia3", n_runs=2, n_pool=12, subset_size=8, epochs=1,

@@ -22,6 +22,7 @@ def _collected(name: str) -> Path:
 
 # Recorded on a CPU like this one (boolq), and on a GPU (piqa-lora): the GPU recording differs from a CPU
 # re-run by float rounding only, measured at 4.5e-6 after 8 steps and 6.3e-5 after 64 (BoolQ-IA3, H100, fp32).
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "atol"), [("boolq-minilm-ia3", 1e-5), ("piqa-minilm-lora", 5e-5)])
 def test_regenerated_prefix_matches_committed_run(name, atol):
     folder = _collected(name)

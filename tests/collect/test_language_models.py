@@ -23,6 +23,8 @@ from simflib.models import (  # noqa: E402
 )
 from simflib.tasks import Example, load_task  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains or loads real models
+
 
 def _config(model: str, **kw) -> CollectConfig:
     base = dict(task="piqa", model=model, method="lora", n_runs=2, n_pool=12, subset_size=8, epochs=1,
