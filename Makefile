@@ -66,9 +66,9 @@ notebooks-branch: $(STAMP)
 	git worktree remove --force _build/notebooks-branch
 
 # Record the committed settings' runs (hours on 2 cores; resumable: rerun to continue).
-SETTINGS := boolq-minilm-ia3 boolq-minilm-full piqa-minilm-ia3 piqa-minilm-lora siqa-minilm-ia3 piqa-smollm2-lora
 runs: $(STAMP)
-	for s in $(SETTINGS); do $(BIN)/python -m simflib collect --setting $$s || exit 1; done
+	for s in $$($(BIN)/python -c 'import simflib.collect as c; print(*c.DEFAULT_SETTINGS)'); do \
+		$(BIN)/python -m simflib collect --setting $$s || exit 1; done
 
 clean:
 	rm -rf _build

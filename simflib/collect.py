@@ -40,9 +40,15 @@ from simflib.runs import Run, RunSet
 from simflib.storage import UNFINGERPRINTED, atomic_write, checkpoint_file_name, fingerprint, run_file_name
 
 PROTOCOLS = {
-    "few_shot": {"n_pool": 100, "subset_size": 64, "epochs": 4.0},
-    "many_shot": {"n_pool": 1536, "subset_size": 1024, "epochs": 1.5},
+    name: {
+        "n_pool": p["n_train"],
+        "subset_size": p["subset_size"],
+        "epochs": p["epochs"],
+        "batch_size": p["batch_size"],
+    }
+    for name, p in curricula.PROTOCOLS.items()
 }
+"""The paper's protocols (:data:`simflib.curriculum.PROTOCOLS`) as :class:`CollectConfig` fields."""
 
 
 @dataclass(frozen=True)
@@ -136,13 +142,12 @@ class CollectConfig:
 
     def curriculum(self, run_index: int) -> np.ndarray:
         """The (T, b) curriculum of run ``run_index`` (independent of ``n_runs``)."""
-        stream = np.random.SeedSequence(self.seed).spawn(run_index + 1)[run_index]
         return curricula.sample_curriculum(
             self.n_pool,
             subset_size=self.subset_size,
             epochs=self.epochs,
             batch_size=self.batch_size,
-            seed=np.random.default_rng(stream),
+            seed=curricula.run_generator(self.seed, run_index),
         )
 
     def checkpoint_steps(self, n_steps: int) -> list[int]:

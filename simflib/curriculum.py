@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -19,6 +20,7 @@ from simflib._validation import PAD, as_curriculum
 from simflib.functional.linear import batching_matrix, observation_counts
 
 __all__ = [
+    "PROTOCOLS",
     "IdentifiabilityReport",
     "batching_matrix_of",
     "design_matrix",
@@ -31,6 +33,7 @@ __all__ = [
     "order_groups",
     "protocol",
     "rebatch",
+    "run_generator",
     "remove",
     "runs_needed",
     "sample_curriculum",
@@ -86,28 +89,30 @@ def sample_curriculum(
     return np.concatenate(batches)
 
 
-def few_shot(
-    *,
-    seed: int | np.random.Generator,
-    n_train: int = 100,
-    subset_size: int = 64,
-    epochs: float = 4,
-    batch_size: int = 4,
-) -> NDArray[np.int64]:
-    """The paper's few-shot protocol (RTE, COPA): 64 of a pool of 100, 4 epochs, batch 4: a (64, 4) curriculum."""
-    return sample_curriculum(n_train, subset_size=subset_size, epochs=epochs, batch_size=batch_size, seed=seed)
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "few_shot": {"n_train": 100, "subset_size": 64, "epochs": 4.0, "batch_size": 4},
+    "many_shot": {"n_train": 1536, "subset_size": 1024, "epochs": 1.5, "batch_size": 4},
+}
+"""The paper's run protocols (§5): few-shot (RTE, COPA) draws 64 of a pool of 100 for 4 epochs, a (64, 4)
+curriculum; many-shot (Winogrande) 1024 of 1536 for 1.5 epochs, a (384, 4) one. Batches of 4."""
 
 
-def many_shot(
-    *,
-    seed: int | np.random.Generator,
-    n_train: int = 1536,
-    subset_size: int = 1024,
-    epochs: float = 1.5,
-    batch_size: int = 4,
-) -> NDArray[np.int64]:
-    """The paper's many-shot protocol (Winogrande): 1024 of 1536, 1.5 epochs, batch 4: a (384, 4) curriculum."""
-    return sample_curriculum(n_train, subset_size=subset_size, epochs=epochs, batch_size=batch_size, seed=seed)
+def few_shot(*, seed: int | np.random.Generator, **overrides: Any) -> NDArray[np.int64]:
+    """One run of the paper's few-shot protocol (:data:`PROTOCOLS`; keyword overrides of its sizes)."""
+    sizes = {**PROTOCOLS["few_shot"], **overrides}
+    return sample_curriculum(sizes.pop("n_train"), seed=seed, **sizes)
+
+
+def many_shot(*, seed: int | np.random.Generator, **overrides: Any) -> NDArray[np.int64]:
+    """One run of the paper's many-shot protocol (:data:`PROTOCOLS`; keyword overrides of its sizes)."""
+    sizes = {**PROTOCOLS["many_shot"], **overrides}
+    return sample_curriculum(sizes.pop("n_train"), seed=seed, **sizes)
+
+
+def run_generator(seed: int, run_index: int) -> np.random.Generator:
+    """The random stream of run ``run_index`` of a seeded set of runs: child ``run_index`` of
+    ``SeedSequence(seed)``, so a run's curriculum does not depend on how many runs are drawn."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(run_index + 1)[run_index])
 
 
 def protocol(
@@ -127,17 +132,12 @@ def protocol(
     Returns:
         (n_runs, T, b) int64.
     """
-    streams = np.random.SeedSequence(seed).spawn(n_runs)
     return np.stack(
         [
             sample_curriculum(
-                n_train,
-                subset_size=subset_size,
-                epochs=epochs,
-                batch_size=batch_size,
-                seed=np.random.default_rng(s),
+                n_train, subset_size=subset_size, epochs=epochs, batch_size=batch_size, seed=run_generator(seed, k)
             )
-            for s in streams
+            for k in range(n_runs)
         ]
     )
 
