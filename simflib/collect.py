@@ -218,6 +218,18 @@ class Setting:
             for x in (self.pool, self.test)
         )
 
+    @classmethod
+    def recorded(cls, runs: RunSet | str | os.PathLike[str], *, device: str | None = None) -> Setting:
+        """The setting that recorded a collected run set (or folder), optionally on another device.
+
+        Args:
+            runs: A run set loaded by :func:`load_collected`, or its folder.
+            device: Where to train now (``cpu``, ``cuda``); default the recorded device.
+        """
+        meta = runs.meta if isinstance(runs, RunSet) else json.loads((Path(runs) / "config.json").read_text())
+        config = CollectConfig(**meta["config"])
+        return cls(config if device is None else dataclasses.replace(config, device=device))
+
     def run(
         self, run_index: int, *, progress: bool = False, max_steps: int | None = None
     ) -> tuple[Run, dict[str, np.ndarray], dict[str, Any]]:
@@ -361,11 +373,9 @@ def regenerate(
     """
     import torch
 
-    recorded = json.loads((Path(out_dir) / "config.json").read_text())["config"]
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = CollectConfig(**{**recorded, "device": device})
-    return Setting(config).run(run_index, max_steps=max_steps)[0]
+    return Setting.recorded(out_dir, device=device).run(run_index, max_steps=max_steps)[0]
 
 
 def run_path(out_dir: Path, run_index: int) -> Path:

@@ -277,11 +277,10 @@ def load_sums(out_dir: str | os.PathLike[str], run_indices: Iterable[int]) -> tu
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simflib tracin-cp``: TracIn-CP sums over the fit runs of a collected folder (resumable)."""
     import argparse
-    import dataclasses
     import importlib.metadata as md
     import sys
 
-    from simflib.collect import CollectConfig, load_collected
+    from simflib.collect import load_collected
     from simflib.runs import PAPER_SPLIT
     from simflib.storage import atomic_write
 
@@ -296,12 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 20/2/10 split whose fit runs are used")
     parser.add_argument("--out", help="output folder (default data/tracin/<folder name>/<checkpoints>-split<seed>)")
     parser.add_argument("--device", help="override the recorded device (cpu, cuda)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     runs = load_collected(args.folder, n_runs=sum(PAPER_SPLIT))
-    config = CollectConfig(**runs.meta["config"])
-    if args.device:
-        config = dataclasses.replace(config, device=args.device)
+    setting = Setting.recorded(runs, device=args.device)
+    config = setting.config
     fit, _, _ = runs.split(seed=args.split_seed, sizes=PAPER_SPLIT)
     by_index = dict(zip(runs.run_indices(), runs))  # pair each run with its own sums by run index, not position
     indices = [runs.run_indices()[i] for i in fit.meta["run_indices"]]
@@ -327,7 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         text = json.dumps(info, indent=1, sort_keys=True)
         atomic_write(meta, lambda f: f.write(text.encode()))
-    setting = Setting(config)
     sums = accumulate_sums(
         setting,
         {k: by_index[k] for k in indices},
