@@ -11,6 +11,7 @@ from simflib.functional.linear import (
 )
 from simflib.functional.metrics import (
     LDS,
+    LDS_RTOL,
     all_steps_lds,
     all_steps_mse,
     final_step_lds,
@@ -23,6 +24,7 @@ from simflib.functional.metrics import (
 
 __all__ = [
     "LDS",
+    "LDS_RTOL",
     "LinearFit",
     "Observations",
     "UnidentifiableError",

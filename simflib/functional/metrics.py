@@ -45,15 +45,37 @@ def all_steps_mse(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64] | flo
     return float(out) if out.ndim == 0 else out
 
 
-def _rank_correlation(p: NDArray[np.float64], t: NDArray[np.float64], axis: int) -> NDArray[np.float64]:
-    """Spearman's rho along ``axis`` (average ranks for ties); NaN where either side is constant."""
+def _rank_correlation(
+    p: NDArray[np.float64], t: NDArray[np.float64], axis: int, *, rtol: float = 0.0
+) -> NDArray[np.float64]:
+    """Spearman's rho along ``axis`` (average ranks for ties); NaN where either side is constant.
+
+    With ``rtol > 0``, a side whose values all agree within ``rtol`` of their largest magnitude counts as constant:
+    differences at the level of rounding would otherwise rank by noise.
+    """
     rp = rankdata(p, axis=axis)
     rt = rankdata(t, axis=axis)
     rp -= rp.mean(axis=axis, keepdims=True)
     rt -= rt.mean(axis=axis, keepdims=True)
     denom = np.sqrt((rp**2).sum(axis) * (rt**2).sum(axis))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (rp * rt).sum(axis) / np.where(denom > 0, denom, 1.0), np.nan)
+        rho = np.where(denom > 0, (rp * rt).sum(axis) / np.where(denom > 0, denom, 1.0), np.nan)
+    if rtol > 0:
+        flat = _nearly_constant(p, axis, rtol) | _nearly_constant(t, axis, rtol)
+        rho = np.where(flat, np.nan, rho)
+    return rho
+
+
+def _nearly_constant(x: NDArray[np.float64], axis: int, rtol: float) -> NDArray[np.bool_]:
+    spread = x.max(axis=axis) - x.min(axis=axis)
+    return spread <= rtol * np.abs(x).max(axis=axis)
+
+
+LDS_RTOL = 1e-6
+"""Values of one test example that agree across runs within this relative tolerance count as constant in the LDS.
+The recorded losses are float32 computations (resolution about 1.2e-7), and runs recorded on different devices
+start from initial losses that differ at that level: a curriculum-blind prediction shifted to them would otherwise
+rank the runs by rounding noise."""
 
 
 def final_step_spearman(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64] | float:
@@ -75,38 +97,42 @@ def final_step_spearman(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64]
     return float(out) if out.ndim == 0 else out
 
 
-def lds_per_example(pred: ArrayLike, true: ArrayLike, *, step: int = -1) -> NDArray[np.float64]:
+def lds_per_example(pred: ArrayLike, true: ArrayLike, *, step: int = -1, rtol: float = LDS_RTOL) -> NDArray[np.float64]:
     """Spearman's rho *across runs* between simulated and observed losses at one step, for each test example.
 
     Args:
         pred: (R, T + 1, m) simulated trajectories of R runs.
         true: (R, T + 1, m) observed trajectories of the same runs.
         step: Which step (default the last, T).
+        rtol: Relative tolerance under which a test example's values across runs count as constant
+            (:data:`LDS_RTOL`).
 
     Returns:
         (m,) correlations; NaN for a test example whose simulated or observed losses are constant across runs (a
         rank correlation is undefined there).
     """
     p, t = _runs_pair(pred, true)
-    return _rank_correlation(p[:, step, :], t[:, step, :], axis=0)
+    return _rank_correlation(p[:, step, :], t[:, step, :], axis=0, rtol=rtol)
 
 
-def final_step_lds(pred: ArrayLike, true: ArrayLike) -> LDS:
+def final_step_lds(pred: ArrayLike, true: ArrayLike, *, rtol: float = LDS_RTOL) -> LDS:
     """Linear datamodeling score at the final step: the mean over test examples of Spearman's rho across runs.
 
     Args:
         pred: (R, T + 1, m) simulated trajectories of R held-out runs.
         true: (R, T + 1, m) observed trajectories.
 
+        rtol: See :func:`lds_per_example`.
+
     Returns:
         An :class:`LDS`: the score, and how many test examples were skipped because their simulated or observed
         final losses are constant across runs.
     """
-    rho = lds_per_example(pred, true)
+    rho = lds_per_example(pred, true, rtol=rtol)
     return LDS.of(rho)
 
 
-def all_steps_lds(pred: ArrayLike, true: ArrayLike) -> LDS:
+def all_steps_lds(pred: ArrayLike, true: ArrayLike, *, rtol: float = LDS_RTOL) -> LDS:
     """LDS averaged over steps 1..T: at each step, the mean over test examples of Spearman's rho across runs.
 
     Steps at which every test example is constant (on either side) are left out of the average.
@@ -115,11 +141,13 @@ def all_steps_lds(pred: ArrayLike, true: ArrayLike) -> LDS:
         pred: (R, T + 1, m) simulated trajectories.
         true: (R, T + 1, m) observed trajectories.
 
+        rtol: See :func:`lds_per_example`.
+
     Returns:
         An :class:`LDS` whose ``skipped`` counts the (step, test example) pairs left out.
     """
     p, t = _runs_pair(pred, true)
-    rho = _rank_correlation(p[:, 1:, :], t[:, 1:, :], axis=0)  # (T, m)
+    rho = _rank_correlation(p[:, 1:, :], t[:, 1:, :], axis=0, rtol=rtol)  # (T, m)
     defined = ~np.isnan(rho)
     per_step = np.array([rho[k, defined[k]].mean() for k in range(rho.shape[0]) if defined[k].any()])
     score = float(per_step.mean()) if per_step.size else float("nan")

@@ -125,3 +125,15 @@ def test_mse_decomposition_adds_up_and_matches_its_definition_in_loops():
     # A prediction that is the same in every run has, as its specific part, the observed spread across runs.
     blind = np.repeat(pred[:1], 5, axis=0)
     assert mse_decomposition(blind, true)[1] == pytest.approx(np.mean(true[:, 1:].var(axis=0)), rel=1e-12)
+
+
+def test_values_equal_to_rounding_count_as_constant_in_the_lds():
+    """Found on the committed runs: initial losses recorded on a GPU and a CPU differ by ~2e-7, and a prediction
+    shifted to them ranked the runs by that noise (a curriculum-blind LDS of 0.08 instead of undefined)."""
+    rng = np.random.default_rng(4)
+    true = rng.uniform(0.5, 2.0, size=(10, 3, 4))
+    pred = np.full_like(true, 0.7) + rng.normal(scale=1e-8, size=true.shape)
+    assert np.isnan(final_step_lds(pred, true).score) and final_step_lds(pred, true).skipped == 4
+    assert not np.isnan(final_step_lds(pred, true, rtol=0.0).score)  # the exact rule ranks the noise
+    pred[:, :, 0] += np.linspace(0, 1e-3, 10)[:, None]  # a real (small) difference still counts
+    assert final_step_lds(pred, true).skipped == 3
