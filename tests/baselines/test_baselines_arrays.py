@@ -58,8 +58,15 @@ def test_tracin_cp_is_hypothetical_additive():
     loss = rng.uniform(0.5, 1.0, (C, m))
     fit = fit_linear(hypothetical_observations(loss, reduction), l2=0.0, variant="additive")
     np.testing.assert_allclose(fit.B, -tracin_cp / C, rtol=0, atol=1e-12)  # Eq. 11
-    hypo = SimfluenceLinear(n, l2=1e-3).fit(hypothetical_observations(loss, reduction))  # Eq. 10 runs too
-    assert hypo.A.shape == (m, n)
+    # Eq. 10: hypothetical Simfluence-Linear. Each observation (z_i at checkpoint c) says L_c - R_c[i] follows
+    # A_i L_c + B_i, a 2-parameter ridge regression per (i, j) over the C checkpoints: solve it directly.
+    l2 = 1e-3
+    hypo = SimfluenceLinear(n, l2=l2, tol=1e-14).fit(hypothetical_observations(loss, reduction))
+    for i, j in ((0, 0), (4, 2), (8, 1)):
+        x = np.stack([loss[:, j], np.ones(C)], axis=1)
+        y = loss[:, j] - reduction[:, i, j]
+        a, b = np.linalg.solve(x.T @ x + l2 * np.eye(2), x.T @ y)
+        assert hypo.A[j, i] == pytest.approx(a, abs=1e-9) and hypo.B[j, i] == pytest.approx(b, abs=1e-9)
 
 
 def test_hypothetical_observations_checks_shapes_and_values():
@@ -122,7 +129,11 @@ def test_sums_over_disjoint_checkpoints_add_and_survive_a_round_trip(tmp_path):
         assert other.count == whole.count
         for key in ("loss", "loss_sq", "reduction", "loss_reduction"):
             np.testing.assert_allclose(getattr(other, key), getattr(whole, key), atol=1e-12)
-    SimfluenceLinear(5, l2=1e-3).fit(loaded)  # a simulator fits to sums directly
+    # A simulator fits to sums directly, to the same parameters as the dense fit of the observations behind them.
+    sim = SimfluenceLinear(5, l2=1e-3, tol=1e-14).fit(loaded)
+    dense = fit_linear(hypothetical_observations(loss, reduction), l2=1e-3, variant="linear", tol=1e-14)
+    np.testing.assert_allclose(sim.A, dense.A, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sim.B, dense.B, rtol=0, atol=1e-9)
 
 
 def test_sums_reject_bad_files_and_singular_fits(tmp_path):
