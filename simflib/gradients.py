@@ -121,7 +121,7 @@ def gradient_products(
     The gradients of the n + m examples are computed once and cached for the products (Appendix A.3's argument).
 
     Args:
-        model: The model whose trainable parameters are replaced by ``state``.
+        model: The model, evaluated with its trainable parameters set to ``state``; they are restored afterwards.
         state: Trainable parameters at the checkpoint (names as in ``named_parameters``).
         train: The training pool.
         test: The test examples.
@@ -138,10 +138,19 @@ def gradient_products(
         raise ValueError(
             f"checkpoint does not match the trainable parameters (missing {missing[:3]}, unexpected {extra[:3]})"
         )
+    saved = {name: p.detach().clone() for name, p in model.named_parameters() if name in state}
+    try:
+        load_parameters(model, state)
+        g_train = gradients(model, train, chunk_size=chunk_size)
+        g_test = gradients(model, test, chunk_size=chunk_size)
+    finally:
+        load_parameters(model, saved)
+    return g_train @ g_test.T
+
+
+def load_parameters(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``state`` (a subset of ``named_parameters``) into the model's parameters, in place."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name in state:
                 p.copy_(torch.as_tensor(state[name]))
-    g_train = gradients(model, train, chunk_size=chunk_size)
-    g_test = gradients(model, test, chunk_size=chunk_size)
-    return g_train @ g_test.T

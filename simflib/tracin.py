@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from simflib.baselines import HypotheticalSums
 from simflib.collect import Setting, split_checkpoints
-from simflib.gradients import gradient_products
+from simflib.gradients import gradient_products, load_parameters
 from simflib.runs import Run
 from simflib.storage import checkpoint_file_name, run_file_name
 
@@ -238,6 +238,7 @@ def one_step_check(
         state_t = {k: torch.as_tensor(v, device=device) for k, v in state.items()}
         one = setting.train_data
         products = gradient_products(model, state_t, one.subset([train_index]), setting.test_data)[0]
+        load_parameters(model, state_t)  # the step is taken from the checkpoint
         before = example_losses(model, setting.test_data, batch_size=setting.eval_batch)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)

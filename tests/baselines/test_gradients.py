@@ -56,3 +56,17 @@ def test_products_at_a_checkpoint_and_mismatched_state(tiny):
     np.testing.assert_allclose(products.numpy(), (g_tr @ g_te.T).numpy(), rtol=1e-4, atol=1e-7)
     with pytest.raises(ValueError, match="does not match the trainable parameters"):
         gradient_products(model, {k: v for k, v in list(state.items())[1:]}, train_data, test_data)
+    # At another checkpoint: the products are those of the model at that checkpoint, and afterwards the model holds
+    # its own parameters again (it used to be left at the checkpoint).
+    moved = {k: v + 0.05 * torch.randn_like(v) for k, v in state.items()}
+    at_moved = gradient_products(model, moved, train_data, test_data)
+    for name, p in model.named_parameters():
+        if name in state:
+            torch.testing.assert_close(p.detach(), state[name], rtol=0, atol=0)
+    shifted = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in shifted.named_parameters():
+            if name in moved:
+                p.copy_(moved[name])
+    g_tr, g_te = (per_example_gradients(shifted, d, method="loop") for d in (train_data, test_data))
+    np.testing.assert_allclose(at_moved.numpy(), (g_tr @ g_te.T).numpy(), rtol=1e-4, atol=1e-7)
