@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupytext  # the book extra is part of the test environment (make install): a missing one fails, not skips
 import pytest
 
 from simflib import book
-
-jupytext = pytest.importorskip("jupytext")
 
 
 def test_chapters_are_jupytext_markdown_with_a_parameters_cell():
