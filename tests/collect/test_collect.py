@@ -195,3 +195,37 @@ def test_every_collect_option_has_a_description():
     actions = [a for a in parser()._actions if a.option_strings]
     assert len(actions) >= 18
     assert all(a.help and len(a.help) > 5 for a in actions), [a.dest for a in actions if not a.help]
+
+
+def test_the_first_recorded_step_equals_a_hand_written_adamw_step(tmp_path, tiny_bert):
+    """Independent of the collector's loop: one AdamW step on the first batch, written out with PyTorch's
+    cross-entropy and the test losses scored one example at a time, gives the recorded losses after step 1."""
+    import torch
+
+    from simflib.collect import Setting
+
+    cfg = _config(tiny_bert, n_runs=1)
+    run = collect(cfg, tmp_path, progress=False)[0]
+    setting = Setting(cfg)  # the initial model and encodings of the setting
+    model = setting.model
+    model.load_state_dict(setting.initial)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+    def test_losses() -> np.ndarray:
+        with torch.no_grad():
+            data = setting.test_data
+            return np.array([
+                torch.nn.functional.cross_entropy(model(**data.select(torch.tensor([j]))), data.labels[[j]]).item()
+                for j in range(len(data))
+            ])
+
+    np.testing.assert_allclose(test_losses(), run.losses[0], rtol=0, atol=1e-6)
+    batch = torch.as_tensor(run.curriculum[0][run.curriculum[0] >= 0])
+    logits = model(**setting.train_data.select(batch))
+    loss = torch.nn.functional.cross_entropy(logits, setting.train_data.labels[batch])  # the batch mean
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    np.testing.assert_allclose(test_losses(), run.losses[1], rtol=0, atol=1e-6)
+    assert run.extras["train_loss"][0] == pytest.approx(loss.item(), abs=1e-6)
