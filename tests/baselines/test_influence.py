@@ -165,8 +165,13 @@ def test_kronfluence_ekfac_ranks_like_the_exact_hessian(tiny_bert, tmp_path):
     exact = influence_reductions(objective, train, test, damping=1e-3)
     ekfac = ekfac_reductions(head, train, test, damping=1e-3, output_dir=str(tmp_path))
     assert ekfac.shape == exact.shape == (40, 10)
-    assert spearmanr(exact.ravel(), ekfac.ravel())[0] >= 0.85
+    rho_ekfac = spearmanr(exact.ravel(), ekfac.ravel())[0]
+    assert rho_ekfac >= 0.85
     assert float((ekfac * exact).sum()) > 0  # same sign convention
+    # At this damping the preconditioner matters: the identity's scores (plain gradient products, what any
+    # preconditioner tends to under a large damping) rank the pairs worse than EK-FAC's.
+    products = objective.gradients(*train) @ objective.gradients(*test).T
+    assert spearmanr(exact.ravel(), products.numpy().ravel())[0] < rho_ekfac - 0.05
 
 
 def test_kronfluence_on_a_fully_tuned_model_reduces_to_gradient_products_under_large_damping(tiny_bert, tmp_path):
