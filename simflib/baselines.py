@@ -198,7 +198,7 @@ class HypotheticalSums:
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically as a checksummed :mod:`simflib.storage` archive (no pickles)."""
+        """Write atomically as a checksummed ``simflib.storage`` archive (no pickles)."""
         arrays = {
             "loss": self.loss,
             "loss_sq": self.loss_sq,

@@ -93,7 +93,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "few_shot": {"n_train": 100, "subset_size": 64, "epochs": 4.0, "batch_size": 4},
     "many_shot": {"n_train": 1536, "subset_size": 1024, "epochs": 1.5, "batch_size": 4},
 }
-"""The paper's run protocols (§5): few-shot (RTE, COPA) draws 64 of a pool of 100 for 4 epochs, a (64, 4)
+"""The paper's run protocols of §5. Few-shot (RTE, COPA) draws 64 of a pool of 100 for 4 epochs, a (64, 4)
 curriculum; many-shot (Winogrande) 1024 of 1536 for 1.5 epochs, a (384, 4) one. Batches of 4."""
 
 

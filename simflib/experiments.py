@@ -1,7 +1,7 @@
 """What the book's tables do over and over: fit every registered simulator on a setting and score it on held-out runs.
 
 Each function takes run sets and returns tidy frames (one row per simulator and held-out run, as
-:func:`simflib.metrics.evaluate` makes them), so a simulator added to :data:`simflib.SIMULATORS` appears in every
+:func:`simflib.metrics.evaluate` makes them), so a simulator added to :data:`simflib.simulators.SIMULATORS` appears in every
 table built on them without editing a chapter.
 """
 
@@ -30,7 +30,7 @@ def build(name: str, n_train: int, **options: Any) -> Any:
     """A registered simulator by its short name, given the options its constructor takes (others are ignored).
 
     Args:
-        name: A key of :data:`simflib.SIMULATORS`.
+        name: A key of :data:`simflib.simulators.SIMULATORS`.
         n_train: Pool size.
         **options: Keyword options; each is passed only to simulators whose constructor names it (``unseen`` reaches
             the Simfluence family and not the curriculum-blind baseline).

@@ -30,8 +30,9 @@ __all__ = ["PER_RUN", "PER_SET", "all_steps_mse", "evaluate", "final_step_spearm
 PER_RUN = ("all_steps_mse", "final_step_spearman")
 """Metrics of one run (the paper's §2.2), summarised as mean ± std over runs."""
 PER_SET = ("final_step_lds", "all_steps_lds", "mse_shared", "mse_specific")
-"""Metrics of the set of held-out runs, the same on every row of one evaluation: the LDS, and the all-steps MSE
-split into the error shared by all runs and the curriculum-specific one (:func:`~simflib.functional.mse_decomposition`)."""
+"""Metrics of the whole set of held-out runs, the same on every row of one evaluation. They are the LDS, and the
+all-steps MSE split into the error shared by all runs and the curriculum-specific one
+(:func:`~simflib.functional.mse_decomposition`)."""
 
 
 def evaluate(

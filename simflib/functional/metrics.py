@@ -74,8 +74,8 @@ def _nearly_constant(x: NDArray[np.float64], axis: int, rtol: float) -> NDArray[
 LDS_RTOL = 1e-6
 """Values of one test example that agree across runs within this relative tolerance count as constant in the LDS.
 The recorded losses are float32 computations (resolution about 1.2e-7), and runs recorded on different devices
-start from initial losses that differ at that level: a curriculum-blind prediction shifted to them would otherwise
-rank the runs by rounding noise."""
+start from initial losses that differ at that level, so a curriculum-blind prediction shifted to them would
+otherwise rank the runs by rounding noise."""
 
 
 def final_step_spearman(pred: ArrayLike, true: ArrayLike) -> NDArray[np.float64] | float:
@@ -105,7 +105,7 @@ def lds_per_example(pred: ArrayLike, true: ArrayLike, *, step: int = -1, rtol: f
         true: (R, T + 1, m) observed trajectories of the same runs.
         step: Which step (default the last, T).
         rtol: Relative tolerance under which a test example's values across runs count as constant
-            (:data:`LDS_RTOL`).
+            (``LDS_RTOL``, 1e-6).
 
     Returns:
         (m,) correlations; NaN for a test example whose simulated or observed losses are constant across runs (a
@@ -171,10 +171,9 @@ def mse_improvement(mse: ArrayLike, mse_baseline: ArrayLike) -> NDArray[np.float
 class LDS(NamedTuple):
     """A linear datamodeling score with the count of undefined correlations left out of it.
 
-    Attributes:
-        score: Mean Spearman's rho over the defined correlations (NaN if none is defined).
-        skipped: Correlations left out because one side was constant across runs.
-        total: Correlations computed (test examples, times steps for the all-steps score).
+    ``score`` is the mean Spearman's rho over the defined correlations (NaN if none is defined), ``skipped`` the
+    number left out because one side was constant across runs, ``total`` the number computed (test examples, times
+    steps for the all-steps score).
     """
 
     score: float
