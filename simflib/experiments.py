@@ -105,9 +105,10 @@ def learning_curve(
             f"{sizes[-1] + n_val + n_test}, the set has {len(runs)}"
         )
     order = np.random.default_rng(seed).permutation(len(runs))
-    held_out, val, rest = runs[order[:n_test]], runs[order[n_test : n_test + n_val]], order[n_test + n_val :]
+    held_out, rest = runs[order[:n_test]], order[n_test + n_val :]
+    val = runs[order[n_test : n_test + n_val]] if n_val else None
     frames = []
     for k in sizes:
-        frame, _ = score_registered(runs[rest[:k]], val if n_val else None, held_out, names=names, **options)
+        frame, _ = score_registered(runs[rest[:k]], val, held_out, names=names, **options)
         frames.append(frame.assign(n_fit=k))
     return pd.concat(frames, ignore_index=True)

@@ -68,3 +68,17 @@ def test_evaluate_set_level_columns_match_the_functional_metrics(parts):
     assert frame["final_step_lds"].iloc[0] == final_step_lds(pred, true).score
     assert (frame["mse_shared"].iloc[0], frame["mse_specific"].iloc[0]) == mse_decomposition(pred, true)
     assert frame["all_steps_mse"].mean() == pytest.approx(frame["mse_shared"].iloc[0] + frame["mse_specific"].iloc[0])
+
+
+def test_learning_curve_keeps_its_held_out_runs_and_nests_its_fit_sets(parts):
+    from simflib.experiments import learning_curve
+
+    fit, val, test = parts
+    runs = sf.RunSet(list(fit) + list(val) + list(test), 30)
+    curve = learning_curve(runs, [4, 8], seed=0, n_val=0, n_test=4, names=["linear"], l2=0.1)
+    assert sorted(curve["n_fit"].unique()) == [4, 8] and set(curve["simulator"]) == {"Simfluence-Linear"}
+    order = np.random.default_rng(0).permutation(len(runs))
+    direct = sf.evaluate(sf.SimfluenceLinear(30, l2=0.1).fit(runs[order[4:12]]), runs[order[:4]])
+    np.testing.assert_allclose(curve[curve.n_fit == 8]["all_steps_mse"].to_numpy(), direct["all_steps_mse"].to_numpy())
+    with pytest.raises(ValueError, match="need 16, the set has 14"):
+        learning_curve(runs, [10], seed=0, n_val=2, n_test=4)
