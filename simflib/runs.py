@@ -186,15 +186,21 @@ class RunSet(Sequence[Run]):
     def __getitem__(self, index):  # type: ignore[no-untyped-def]
         if isinstance(index, (int, np.integer)):
             return self._runs[index]
-        positions = (
-            range(len(self._runs))[index] if isinstance(index, slice) else [int(i) for i in np.asarray(index).ravel()]
-        )
-        picked = [self._runs[i] for i in positions]
-        meta = dict(self.meta)
-        per_run = meta.get("runs")
-        if isinstance(per_run, list) and len(per_run) == len(self._runs):  # per-run provenance follows its run
-            meta["runs"] = [per_run[i] for i in positions]
-        return RunSet(picked, self.n_train, meta)
+        positions = range(len(self._runs))[index] if isinstance(index, slice) else np.asarray(index).ravel()
+        if not len(positions):
+            raise ValueError("RunSet: no runs selected (an empty run set cannot be fitted or evaluated)")
+        return self._select([int(i) for i in positions])
+
+    def _select(self, positions: list[int]) -> RunSet:
+        """The runs at ``positions``, with per-run provenance (``meta["runs"]``) following its run (``split`` may
+        select none: a validation part of size 0)."""
+        part = RunSet.__new__(RunSet)  # the runs were checked when this set was made
+        part._runs = [self._runs[i] for i in positions]
+        part.n_train, part.meta = self.n_train, dict(self.meta)
+        per_run = self.meta.get("runs")
+        if isinstance(per_run, list) and len(per_run) == len(self._runs):
+            part.meta["runs"] = [per_run[i] for i in positions]
+        return part
 
     def __iter__(self) -> Iterator[Run]:
         return iter(self._runs)
@@ -229,9 +235,8 @@ class RunSet(Sequence[Run]):
         fit, val, test = np.split(order[: sum(sizes)], np.cumsum(sizes)[:2])
         parts = []
         for name, idx in (("fit", fit), ("validation", val), ("held-out", test)):
-            part = RunSet.__new__(RunSet)
-            part._runs = [self._runs[i] for i in idx]
-            part.n_train, part.meta = self.n_train, {**self.meta, "split": name, "run_indices": idx.tolist()}
+            part = self._select(idx.tolist())
+            part.meta.update({"split": name, "run_indices": idx.tolist()})
             parts.append(part)
         return parts[0], parts[1], parts[2]
 

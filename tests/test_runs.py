@@ -308,3 +308,13 @@ def test_a_hand_edited_config_is_refused_and_missing_runs_are_named(tmp_path: Pa
     (folder / "config.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="config.json: the configuration does not match its fingerprint"):
         RunSet.load_folder(folder)
+
+
+def test_split_parts_know_the_run_index_of_each_of_their_runs(tmp_path: Path):
+    folder = _folder(tmp_path, k=6)
+    (folder / "run-00002.npz").unlink()  # indices 0, 1, 3, 4, 5: positions and indices differ
+    runs = RunSet.load_folder(folder)
+    fit, val, test = runs.split(seed=0, sizes=(2, 1, 2))
+    for part in (fit, val, test):
+        assert part.run_indices() == [runs.run_indices()[i] for i in part.meta["run_indices"]]
+        assert all(r is runs[i] for r, i in zip(part, part.meta["run_indices"]))
