@@ -302,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setting = Setting.recorded(runs, device=args.device)
     config = setting.config
     fit, _, _ = runs.split(seed=args.split_seed, sizes=PAPER_SPLIT)
-    by_index = dict(zip(runs.run_indices(), runs))  # pair each run with its own sums by run index, not position
-    indices = [runs.run_indices()[i] for i in fit.meta["run_indices"]]
+    by_index = dict(zip(fit.run_indices(), fit))  # pair each run with its own sums by run index, not position
+    indices = list(by_index)
     out = Path(
         args.out or Path("data") / "tracin" / Path(args.folder).name / f"{args.checkpoints}-split{args.split_seed}"
     )
