@@ -1,5 +1,6 @@
 """Command line: ``python -m simflib collect ...`` records runs, ``python -m simflib tracin-cp FOLDER`` computes
-TracIn-CP's hypothetical sums over them; ``python -m simflib.book ...`` runs the book."""
+TracIn-CP's hypothetical sums over them, ``python -m simflib features FOLDER`` the example features of featurized
+simulators; ``python -m simflib.book ...`` runs the book."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import sys
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("collect", "tracin-cp"):
-        print("usage: python -m simflib {collect,tracin-cp} ...  (see --help of each)", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in ("collect", "tracin-cp", "features"):
+        print("usage: python -m simflib {collect,tracin-cp,features} ...  (see --help of each)", file=sys.stderr)
         return 2
     if sys.argv[1] == "tracin-cp":
         from simflib.tracin import main as command
+    elif sys.argv[1] == "features":
+        from simflib.features import main as command
     else:
         from simflib.collect import main as command
     try:

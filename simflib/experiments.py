@@ -18,7 +18,7 @@ from simflib.metrics import evaluate
 from simflib.runs import RunSet
 from simflib.simulators import SIMULATORS, Simulator
 
-__all__ = ["build", "fit_registered", "learning_curve", "score_registered"]
+__all__ = ["build", "fit_registered", "learning_curve", "score_registered", "score_unseen_tests", "split_tests"]
 
 
 def _accepted(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -112,3 +112,70 @@ def learning_curve(
         frame, _ = score_registered(runs[rest[:k]], val, held_out, names=names, **options)
         frames.append(frame.assign(n_fit=k))
     return pd.concat(frames, ignore_index=True)
+
+
+class _OnTests:
+    """A fitted simulator asked about named test examples (``simulate(..., test_ids=ids)``), for :func:`evaluate`."""
+
+    def __init__(self, simulator: Any, test_ids: Sequence[Any]) -> None:
+        self.simulator, self.test_ids = simulator, list(test_ids)
+        self.label = type(simulator).label
+
+    def simulate(self, curriculum: Any, initial_loss: Any) -> Any:
+        return self.simulator.simulate(curriculum, initial_loss, test_ids=self.test_ids)
+
+
+def split_tests(test_ids: Sequence[Any], *, seed: int, unseen: float = 1 / 3) -> tuple[list[Any], list[Any]]:
+    """Split test examples into those a simulator is fitted on and those it has never seen.
+
+    Args:
+        test_ids: The ids of a setting's test examples.
+        seed: Seed of the permutation.
+        unseen: Fraction held out (rounded; at least one on each side).
+
+    Returns:
+        (seen ids, unseen ids), each in the original order.
+    """
+    ids = list(test_ids)
+    if len(ids) < 2 or not 0 < unseen < 1:
+        raise ValueError(f"split_tests: need >= 2 test examples and 0 < unseen < 1, got {len(ids)} and {unseen}")
+    k = min(max(int(round(unseen * len(ids))), 1), len(ids) - 1)
+    held = set(np.random.default_rng(seed).permutation(len(ids))[:k].tolist())
+    return [t for i, t in enumerate(ids) if i not in held], [t for i, t in enumerate(ids) if i in held]
+
+
+def score_unseen_tests(
+    fit: RunSet,
+    val: RunSet | None,
+    held_out: RunSet,
+    *,
+    seed: int,
+    unseen: float = 1 / 3,
+    names: Iterable[str] | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Fit on some test examples, then simulate the others on held-out runs (the generalization protocol).
+
+    Every registered simulator (or those named) that declares ``supports_unseen_tests`` is fitted on the fit and
+    validation runs restricted to the seen test examples and asked, through ``simulate(..., test_ids=...)``, about
+    the unseen ones on the held-out runs. The curriculum-blind baseline, asked about an unseen example, predicts the
+    mean change of the fitted examples: the unseen-test baseline.
+
+    Returns:
+        The per-run frame of :func:`simflib.metrics.evaluate` over the unseen test examples, one row per simulator
+        and held-out run, with a column ``n_unseen``.
+    """
+    seen, hidden = split_tests(fit.test_ids(), seed=seed, unseen=unseen)
+    wanted = [
+        n
+        for n in (names if names is not None else SIMULATORS)
+        if getattr(SIMULATORS[n], "supports_unseen_tests", False)
+    ]
+    fitted = fit_registered(
+        fit.select(tests=seen), val.select(tests=seen) if val is not None else None, names=wanted, **options
+    )
+    target = held_out.select(tests=hidden)
+    frame = pd.concat(
+        [evaluate(_OnTests(sim, hidden), target, name=label) for label, sim in fitted.items()], ignore_index=True
+    )
+    return frame.assign(n_unseen=len(hidden))

@@ -340,6 +340,47 @@ class RunSet(Sequence[Run]):
         meta["runs"] = infos
         return cls(runs, n_pool, meta=meta)
 
+    def test_ids(self) -> list[Any]:
+        """The id of each test example (column), from ``meta["test_ids"]`` when it names all m, else its position."""
+        ids = self.meta.get("test_ids")
+        if isinstance(ids, list) and len(ids) == self.m:
+            return list(ids)
+        return list(range(self.m))
+
+    def select(self, *, tests: Sequence[Any]) -> RunSet:
+        """The same runs restricted to some test examples (columns), in the order given, their ids kept.
+
+        This is how a simulator is fitted on some test examples and asked about others (the generalization protocol
+        of :mod:`simflib.experiments`): ``runs.select(tests=seen)`` to fit, ``runs.select(tests=unseen)`` to score.
+
+        Args:
+            tests: Test example ids, as :meth:`test_ids` names them (positions when the set has no ids).
+
+        Raises:
+            ValueError: On an empty selection, a repeated id, or an id the set does not have (naming it).
+        """
+        wanted = [t.item() if isinstance(t, np.generic) else t for t in tests]
+        if not wanted:
+            raise ValueError("RunSet.select: no test examples selected")
+        ids = self.test_ids()
+        column = {key: k for k, key in enumerate(ids)}
+        unknown = [t for t in wanted if t not in column]
+        if unknown:
+            raise ValueError(
+                f"RunSet.select: test examples {unknown[:5]} are not in this run set (its ids: {ids[:3]}...)"
+            )
+        if len(set(wanted)) != len(wanted):
+            raise ValueError("RunSet.select: a test example is selected twice")
+        cols = np.array([column[t] for t in wanted])
+        runs = [
+            Run(r.curriculum, r.losses[:, cols], r.extras, metrics={k: v[:, cols] for k, v in r.metrics.items()})
+            for r in self._runs
+        ]
+        part = RunSet.__new__(RunSet)
+        part._runs, part.n_train, part.meta = runs, self.n_train, dict(self.meta)
+        part.meta["test_ids"] = wanted
+        return part
+
     def run_indices(self) -> list[int]:
         """The run index of each run, from its provenance (``meta["runs"]``) when it has one, else its position."""
         infos = self.meta.get("runs")

@@ -18,11 +18,13 @@ PACKAGE = Path(simflib.__file__).parent
 LAYERS: list[set[str]] = [
     {"simflib._validation", "simflib.storage"},
     {"simflib.runs"},
-    {"simflib.functional", "simflib.functional.linear", "simflib.functional.metrics"},
+    {"simflib.functional", "simflib.functional.linear", "simflib.functional.metrics", "simflib.functional.dynamics"},
     {"simflib.curriculum", "simflib.synthetic"},
-    {"simflib.simulators", "simflib.simulators.base", "simflib.simulators.linear", "simflib.simulators.mean_trajectory"},
+    {"simflib.simulators", "simflib.simulators.base", "simflib.simulators.linear", "simflib.simulators.mean_trajectory",
+     "simflib.simulators.dynamics", "simflib.simulators.features", "simflib.simulators.gptfluence"},
     {"simflib.tasks", "simflib.models", "simflib.gradients"},
-    {"simflib.baselines", "simflib.influence", "simflib.collect", "simflib.callback", "simflib.tracin"},
+    {"simflib.baselines", "simflib.influence", "simflib.collect", "simflib.callback", "simflib.tracin",
+     "simflib.features"},
     {"simflib.metrics", "simflib.experiments"},
     {"simflib", "simflib.book", "simflib._launch", "simflib.__main__"},
 ]

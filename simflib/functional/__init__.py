@@ -1,5 +1,6 @@
 """Pure functions over arrays: fitting and simulating the linear Markov model, and the metrics."""
 
+from simflib.functional.dynamics import DynamicsFit, fit_dynamics, momentum_counts, simulate_dynamics
 from simflib.functional.linear import (
     LinearFit,
     Observations,
@@ -25,6 +26,7 @@ from simflib.functional.metrics import (
 __all__ = [
     "LDS",
     "LDS_RTOL",
+    "DynamicsFit",
     "LinearFit",
     "Observations",
     "UnidentifiableError",
@@ -33,11 +35,14 @@ __all__ = [
     "batching_matrix",
     "final_step_lds",
     "final_step_spearman",
+    "fit_dynamics",
     "fit_linear",
     "lds_per_example",
+    "momentum_counts",
     "mse_decomposition",
     "mse_improvement",
     "observation_counts",
     "optimal_rescaling",
+    "simulate_dynamics",
     "simulate_linear",
 ]

@@ -6,6 +6,9 @@ simulates with ``simulate(curriculum, initial_loss)``. A class attribute ``label
 """
 
 from simflib.simulators.base import Simulator, as_observations
+from simflib.simulators.dynamics import DYNAMICS_L2_GRID, MOMENTUM_GRID, SimfluenceTE, SimfluenceTEGrad
+from simflib.simulators.features import ExampleFeatures
+from simflib.simulators.gptfluence import GPTfluence
 from simflib.simulators.linear import L2_GRID, SimfluenceAdditive, SimfluenceLinear, SimfluenceMultiplicative
 from simflib.simulators.mean_trajectory import MeanTrajectory, mean_change
 
@@ -14,20 +17,35 @@ SIMULATORS: dict[str, type] = {
     "additive": SimfluenceAdditive,
     "multiplicative": SimfluenceMultiplicative,
     "linear": SimfluenceLinear,
+    "time-effects": SimfluenceTE,
+    "gradient-prior": SimfluenceTEGrad,
+    "gptfluence": GPTfluence,
 }
-"""Short name -> simulator class, baseline first, then in the paper's order. New simulators register here."""
+"""Short name -> simulator class: the baseline first, the paper's three, then ours (:mod:`.dynamics`). New simulators
+register here. Options a simulator needs beyond the pool size (``features=`` for the featurized ones) reach it by name
+through :mod:`simflib.experiments`."""
+
+PAPER = ("mean-trajectory", "additive", "multiplicative", "linear")
+"""The curriculum-blind baseline and the paper's three simulators: the rows of the chapters that reproduce it."""
 
 BASELINE = "mean-trajectory"
 """The registry name of the curriculum-blind baseline every simulator is judged against."""
 
 __all__ = [
     "BASELINE",
+    "DYNAMICS_L2_GRID",
     "L2_GRID",
+    "MOMENTUM_GRID",
+    "PAPER",
     "SIMULATORS",
+    "ExampleFeatures",
+    "GPTfluence",
     "MeanTrajectory",
     "SimfluenceAdditive",
     "SimfluenceLinear",
     "SimfluenceMultiplicative",
+    "SimfluenceTE",
+    "SimfluenceTEGrad",
     "Simulator",
     "as_observations",
     "mean_change",

@@ -59,6 +59,7 @@ class MeanTrajectory:
     """
 
     label: ClassVar[str] = "Curriculum-blind"
+    supports_unseen_tests: ClassVar[bool] = True
 
     def __init__(self, n_train: int) -> None:
         self.n_train = check_n_train(n_train)
