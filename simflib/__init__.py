@@ -7,10 +7,14 @@ from simflib.runs import PAPER_SPLIT, Run, RunSet
 from simflib.simulators import (
     BASELINE,
     SIMULATORS,
+    ExampleFeatures,
+    GPTfluence,
     MeanTrajectory,
     SimfluenceAdditive,
     SimfluenceLinear,
     SimfluenceMultiplicative,
+    SimfluenceTE,
+    SimfluenceTEGrad,
     Simulator,
 )
 
@@ -20,6 +24,8 @@ __all__ = [
     "BASELINE",
     "PAPER_SPLIT",
     "SIMULATORS",
+    "ExampleFeatures",
+    "GPTfluence",
     "MeanTrajectory",
     "Observations",
     "Run",
@@ -27,6 +33,8 @@ __all__ = [
     "SimfluenceAdditive",
     "SimfluenceLinear",
     "SimfluenceMultiplicative",
+    "SimfluenceTE",
+    "SimfluenceTEGrad",
     "Simulator",
     "UnidentifiableError",
     "__version__",

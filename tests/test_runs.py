@@ -318,3 +318,27 @@ def test_split_parts_know_the_run_index_of_each_of_their_runs(tmp_path: Path):
     for part in (fit, val, test):
         assert part.run_indices() == [runs.run_indices()[i] for i in part.meta["run_indices"]]
         assert all(r is runs[i] for r, i in zip(part, part.meta["run_indices"]))
+
+
+def test_select_tests_keeps_columns_metrics_ids_and_refuses_unknown_ids():
+    rng = np.random.default_rng(0)
+    runs = [
+        Run(rng.integers(0, 5, (4, 2)), rng.random((5, 3)) + 1, metrics={"accuracy": rng.random((5, 3))})
+        for _ in range(2)
+    ]
+    rs = RunSet(runs, 5, meta={"test_ids": ["a", "b", "c"], "task": "x"})
+    part = rs.select(tests=["c", "a"])
+    assert part.test_ids() == ["c", "a"] and part.meta["task"] == "x" and len(part) == 2
+    for new, old in zip(part, rs):
+        np.testing.assert_array_equal(new.losses, old.losses[:, [2, 0]])
+        np.testing.assert_array_equal(new.metrics["accuracy"], old.metrics["accuracy"][:, [2, 0]])
+        np.testing.assert_array_equal(new.curriculum, old.curriculum)
+    assert rs.test_ids() == ["a", "b", "c"]  # the original is untouched
+    with pytest.raises(ValueError, match=r"\['z'\] are not in this run set"):
+        rs.select(tests=["a", "z"])
+    with pytest.raises(ValueError, match="twice"):
+        rs.select(tests=["a", "a"])
+    with pytest.raises(ValueError, match="no test examples"):
+        rs.select(tests=[])
+    plain = RunSet(runs, 5)  # without ids, columns are addressed by position
+    assert plain.select(tests=np.array([1])).test_ids() == [1]

@@ -144,7 +144,13 @@ def fit_dynamics(
     K = Z.T @ Z / S
     K[np.diag_indices(T)] += EPS
     K[T + np.arange(n_train), T + np.arange(n_train)] += l2
-    chol = sla.cho_factor(K)
+    try:
+        chol = sla.cho_factor(K)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "fit_dynamics: the observations do not determine B (a training example never observed, or too few "
+            "steps): use l2 > 0"
+        ) from None
     ZY = Z.T @ Y / S
     W = sla.cho_solve(chol, ZY)
     scale = np.zeros(m)

@@ -250,8 +250,8 @@ class GPTfluence:
             )
         pool, test = self._text(None, ids)
         with torch.no_grad():
-            as32 = {"dtype": torch.float32}
-            factors = self._factors(self._net, torch.tensor(pool, **as32), torch.tensor(test, **as32)).double().numpy()
+            pool_t, test_t = (torch.tensor(x, dtype=torch.float32) for x in (pool, test))
+            factors = self._factors(self._net, pool_t, test_t).double().numpy()
         flat = curr.reshape(-1, *curr.shape[-2:])
         starts = start.reshape(-1, start.shape[-1])
         if len(starts) != len(flat):

@@ -70,3 +70,22 @@ def test_products_at_a_checkpoint_and_mismatched_state(tiny):
                 p.copy_(moved[name])
     g_tr, g_te = (per_example_gradients(shifted, d, method="loop") for d in (train_data, test_data))
     np.testing.assert_allclose(at_moved.numpy(), (g_tr @ g_te.T).numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["ia3", "full"])
+def test_preconditioned_products_in_blocks_equal_the_dense_formula(tiny, method):
+    import copy
+
+    from simflib.features import ADAM_EPS, preconditioned_products
+
+    encoder, tokenizer, pool, test = tiny
+    model = apply_method(ChoiceModel(copy.deepcopy(encoder), mode="multiple_choice", head_seed=1), method)
+    train_data = encode(pool, tokenizer, mode="multiple_choice", max_length=32)
+    test_data = encode(test, tokenizer, mode="multiple_choice", max_length=32)
+    g_tr = per_example_gradients(model, train_data, method="loop").double().numpy()
+    g_te = per_example_gradients(model, test_data, method="loop").double().numpy()
+    v = (g_tr**2).mean(axis=0)  # the pool's mean squared gradient: Adam's second moment for a pool batch
+    expected = (g_tr / (np.sqrt(v) + ADAM_EPS)) @ g_te.T
+    for block in (2, 4, 100):  # blocks that split the pool and the test set unevenly, and no split at all
+        got = preconditioned_products(model, train_data, test_data, block=block, chunk_size=3)
+        np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6 * np.abs(expected).max())

@@ -17,11 +17,22 @@ def parts():
     return synthetic.markov_runs(truth, curr, noise=0.002, seed=2).split(seed=0, sizes=(10, 2, 2))
 
 
+@pytest.fixture(scope="module")
+def features(parts):
+    rng = np.random.default_rng(0)
+    m = parts[0].m
+    return sf.ExampleFeatures(tuple(range(30)), tuple(range(m)), gradient_products=rng.normal(size=(30, m)),
+                              pool_text=rng.normal(size=(30, 4)), test_text=rng.normal(size=(m, 4)))
+
+
 @pytest.mark.parametrize("name", sorted(sf.SIMULATORS))
-def test_registered_simulators_fit_from_n_train_and_validation_runs(name, parts):
+def test_registered_simulators_fit_from_n_train_and_validation_runs(name, parts, features):
+    from simflib.experiments import build
+
     fit, val, test = parts
     cls = sf.SIMULATORS[name]
-    sim = cls(30).fit(fit, val=val)
+    # Featurized simulators take the setting's example features by name; the others ignore the option.
+    sim = build(name, 30, features=features, max_steps=20).fit(fit, val=val)
     assert isinstance(sim, sf.Simulator) and isinstance(cls.label, str)
     run = test[0]
     assert sim.simulate(run.curriculum, run.initial_loss).shape == run.losses.shape
@@ -82,3 +93,26 @@ def test_learning_curve_keeps_its_held_out_runs_and_nests_its_fit_sets(parts):
     np.testing.assert_allclose(curve[curve.n_fit == 8]["all_steps_mse"].to_numpy(), direct["all_steps_mse"].to_numpy())
     with pytest.raises(ValueError, match="need 16, the set has 14"):
         learning_curve(runs, [10], seed=0, n_val=2, n_test=4)
+
+
+def test_unseen_test_protocol_fits_on_some_examples_and_scores_the_others(parts, features):
+    from simflib.experiments import score_unseen_tests, split_tests
+
+    fit, val, test = parts
+    seen, unseen = split_tests(fit.test_ids(), seed=0)
+    assert sorted(seen + unseen) == sorted(fit.test_ids()) and not set(seen) & set(unseen)
+    assert len(unseen) == round(fit.m / 3)
+    frame = score_unseen_tests(fit, val, test, seed=0, names=["mean-trajectory", "linear", "gradient-prior"],
+                               features=features)
+    # Simfluence-Linear cannot simulate a test example it was not fitted on: it is left out.
+    assert set(frame.simulator) == {"Curriculum-blind", "Simfluence-TE-Grad"}
+    # The baseline on unseen examples: the mean change of the fitted examples, added to each unseen L_0.
+    blind = sf.MeanTrajectory(30).fit(fit.select(tests=seen))
+    target = test.select(tests=unseen)
+    delta = np.mean([r.losses - r.losses[0] for r in fit.select(tests=seen)], axis=0).mean(axis=1, keepdims=True)
+    for r in target:
+        np.testing.assert_allclose(blind.simulate(r.curriculum, r.initial_loss, test_ids=unseen),
+                                   r.initial_loss + delta, rtol=1e-12)
+    expected = np.mean([np.mean((r.initial_loss + delta - r.losses)[1:] ** 2) for r in target])
+    got = frame[frame.simulator == "Curriculum-blind"].all_steps_mse.mean()
+    assert got == pytest.approx(expected, rel=1e-12)
