@@ -34,32 +34,46 @@ def _blocks(n: int, size: int) -> list[slice]:
 
 
 def preconditioned_products(
-    model: torch.nn.Module, train: Encoded, test: Encoded, *, block: int = 32, chunk_size: int = 16
+    model: torch.nn.Module,
+    train: Encoded,
+    test: Encoded,
+    *,
+    block: int = 32,
+    chunk_size: int = 16,
+    max_bytes: float = 2e9,
 ) -> np.ndarray:
     """``sum_p g_i[p] g_j[p] / (sqrt(v[p]) + eps)`` for every pool example i and test example j.
 
     ``g`` are per-example loss gradients of the trainable parameters at the model's current state and ``v`` the
     pool's mean squared gradient: AdamW's step direction for a batch drawn from the pool, before its second moment
-    has adapted to one batch. Gradients are computed ``block`` examples at a time, so memory stays bounded for full
-    fine-tuning (the pool's gradients are recomputed once per block of test examples).
+    has adapted to one batch. Gradients are computed ``block`` examples at a time. When the pool's gradients fit in
+    ``max_bytes`` (adapters) they are kept; otherwise (full fine-tuning) they are recomputed once per block of test
+    examples, so memory stays bounded.
 
     Returns:
         (n, m) float64.
     """
     n, m = len(train), len(test)
+
+    def pool_block(part: slice) -> torch.Tensor:
+        return per_example_gradients(model, train, torch.arange(part.start, part.stop), chunk_size=chunk_size).double()
+
     v: torch.Tensor | None = None
+    kept: list[torch.Tensor] = []
     for part in _blocks(n, block):
-        g = per_example_gradients(model, train, torch.arange(part.start, part.stop), chunk_size=chunk_size).double()
+        g = pool_block(part)
         v = (g**2).sum(0) if v is None else v + (g**2).sum(0)
+        if n * g.shape[1] * 8 <= max_bytes:
+            kept.append(g)
     assert v is not None
     scale = 1.0 / ((v / n).sqrt() + ADAM_EPS)
     out = np.empty((n, m))
     for tpart in _blocks(m, block):
         g_test = per_example_gradients(model, test, torch.arange(tpart.start, tpart.stop), chunk_size=chunk_size)
         g_test = g_test.double() * scale
-        for part in _blocks(n, block):
-            g = per_example_gradients(model, train, torch.arange(part.start, part.stop), chunk_size=chunk_size)
-            out[part, tpart] = (g.double() @ g_test.T).numpy()
+        for k, part in enumerate(_blocks(n, block)):
+            g = kept[k] if kept else pool_block(part)
+            out[part, tpart] = (g @ g_test.T).numpy()
     return out
 
 

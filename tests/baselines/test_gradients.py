@@ -86,6 +86,7 @@ def test_preconditioned_products_in_blocks_equal_the_dense_formula(tiny, method)
     g_te = per_example_gradients(model, test_data, method="loop").double().numpy()
     v = (g_tr**2).mean(axis=0)  # the pool's mean squared gradient: Adam's second moment for a pool batch
     expected = (g_tr / (np.sqrt(v) + ADAM_EPS)) @ g_te.T
-    for block in (2, 4, 100):  # blocks that split the pool and the test set unevenly, and no split at all
-        got = preconditioned_products(model, train_data, test_data, block=block, chunk_size=3)
+    # Blocks that split the pool and the test set unevenly, and no split at all; pool gradients kept or recomputed.
+    for block, max_bytes in ((2, 2e9), (4, 0), (100, 0)):
+        got = preconditioned_products(model, train_data, test_data, block=block, chunk_size=3, max_bytes=max_bytes)
         np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6 * np.abs(expected).max())
