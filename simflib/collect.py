@@ -61,6 +61,9 @@ class CollectConfig:
         method: ``full``, ``ia3`` or ``lora``.
         n_runs: Runs to record (the paper: 32).
         n_pool: Training pool size (few-shot 100, many-shot 1536).
+        n_extra: Examples appended to the pool after it (curriculum indices n_pool .. n_pool + n_extra - 1), taken
+            after the test examples in the task's seeded order: the pool of the same setting with n_extra = 0 plus
+            examples none of its runs saw, for simulating runs on training examples no fitted run used.
         subset_size: Examples each run trains on (64, 1024).
         epochs: Epochs per run, may be fractional (4, 1.5).
         batch_size: Examples per step (4).
@@ -89,6 +92,7 @@ class CollectConfig:
     checkpoints: int = 10
     device: str = "cpu"
     data_dir: str | None = None
+    n_extra: int = 0
 
     def __post_init__(self) -> None:
         # One canonical type per field, so that 1 and 1.0 (CLI vs. Python) give the same fingerprint.
@@ -107,6 +111,11 @@ class CollectConfig:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
         return cls(**{**PROTOCOLS[protocol], **fields})
+
+    @property
+    def pool_size(self) -> int:
+        """Training examples a curriculum can use: ``n_pool + n_extra``."""
+        return self.n_pool + self.n_extra
 
     def fingerprint(self) -> str:
         """Hash of every field that shapes a run's trajectory: all but ``n_runs`` (a setting can be extended),
@@ -130,8 +139,10 @@ class CollectConfig:
         for name in ("n_runs", "n_pool", "subset_size", "batch_size", "m", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.subset_size > self.n_pool:
-            raise ValueError(f"subset_size={self.subset_size} is larger than the pool (n_pool={self.n_pool})")
+        if self.n_extra < 0:
+            raise ValueError(f"n_extra must be >= 0, got {self.n_extra}")
+        if self.subset_size > self.pool_size:
+            raise ValueError(f"subset_size={self.subset_size} is larger than the pool ({self.pool_size} examples)")
         for name in ("epochs", "lr"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -143,7 +154,7 @@ class CollectConfig:
     def curriculum(self, run_index: int) -> np.ndarray:
         """The (T, b) curriculum of run ``run_index`` (independent of ``n_runs``)."""
         return curricula.sample_curriculum(
-            self.n_pool,
+            self.pool_size,
             subset_size=self.subset_size,
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -177,6 +188,11 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     "piqa-smollm2-lora": CollectConfig.for_protocol(
         "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=20, checkpoints=0
     ),
+    # PIQA-IA3's pool and test examples plus 10 pool examples none of its runs used: 10 runs whose subsets of the
+    # 110 examples include some of the new ones, for simulating runs on training examples no fitted run saw.
+    "piqa-minilm-ia3-extra": CollectConfig.for_protocol(
+        "few_shot", task="piqa", method="ia3", lr=1e-2, n_extra=10, n_runs=10, checkpoints=0
+    ),
 }
 
 
@@ -197,7 +213,9 @@ class Setting:
         # Small evaluation batches cut padding on a CPU; a GPU is faster with everything at once.
         self.eval_batch = 8 if config.device == "cpu" else 256
         examples = load_task(config.task, data_dir=config.data_dir)
-        self.pool, self.test = pool_and_test(examples, n_pool=config.n_pool, m=config.m, seed=config.seed)
+        self.pool, self.test = pool_and_test(
+            examples, n_pool=config.n_pool, m=config.m, seed=config.seed, n_extra=config.n_extra
+        )
         backbone, tokenizer, kind = load_model(config.model)
         torch.manual_seed(config.seed)
         model: ChoiceModel | AnswerLM
@@ -255,7 +273,7 @@ class Setting:
         """
         from simflib._validation import as_curriculum
 
-        curr = as_curriculum(curriculum, n_train=self.config.n_pool)
+        curr = as_curriculum(curriculum, n_train=self.config.pool_size)
         if curr.ndim != 2:
             raise ValueError(f"curriculum must have shape (T, b), got {curr.shape}")
         run = self._train(curr, keep=(), progress=progress, label="curriculum")[0]
@@ -515,7 +533,7 @@ def collect(
             blob = st_save(checkpoints, metadata={"fingerprint": config.fingerprint(), "run_index": str(k)})
             atomic_write(out / checkpoint_file_name(k), lambda f: f.write(blob))
         info = {**info, "device": config.device, "fingerprint": config.fingerprint()}
-        RunSet([run], config.n_pool, meta=info).save(run_path(out, k))
+        RunSet([run], config.pool_size, meta=info).save(run_path(out, k))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(last_run_s=f"{info['wall_time_s']:.0f}")

@@ -18,7 +18,15 @@ from simflib.metrics import evaluate
 from simflib.runs import RunSet
 from simflib.simulators import SIMULATORS, Simulator
 
-__all__ = ["build", "fit_registered", "learning_curve", "score_registered", "score_unseen_tests", "split_tests"]
+__all__ = [
+    "build",
+    "fit_registered",
+    "learning_curve",
+    "score_registered",
+    "score_unseen_tests",
+    "score_unseen_training",
+    "split_tests",
+]
 
 
 def _accepted(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -179,3 +187,58 @@ def score_unseen_tests(
         [evaluate(_OnTests(sim, hidden), target, name=label) for label, sim in fitted.items()], ignore_index=True
     )
     return frame.assign(n_unseen=len(hidden))
+
+
+def score_unseen_training(
+    fit: RunSet,
+    val: RunSet | None,
+    new_runs: RunSet,
+    *,
+    names: Iterable[str] | None = None,
+    test_ids: Sequence[Any] | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Fit on runs over a pool, then simulate runs over a larger pool that adds examples no fitted run used.
+
+    ``new_runs`` come from a setting whose pool starts with the fit runs' pool (``n_extra`` in
+    :class:`simflib.collect.CollectConfig`); the fit and validation runs are re-expressed over that larger pool, so
+    every simulator is built for it and sees the added examples only when simulating. Simfluence gives them the mean
+    influence of the observed examples (``unseen="mean"``), Simfluence-TE no influence beyond the time effects, the
+    featurized simulators their features' prediction.
+
+    Args:
+        fit: Fit runs (pool of n examples).
+        val: Validation runs.
+        new_runs: Held-out runs over a pool of n' > n examples whose first n are the fit runs' pool.
+        names: Registry names (default: all).
+        test_ids: Simulate only these test examples (they need not be among those the simulators were fitted on,
+            for simulators that support it: both unseen).
+        **options: Passed to the simulators by name (``features=`` with the larger pool's features).
+
+    Returns:
+        The per-run frame of :func:`simflib.metrics.evaluate` on ``new_runs``.
+    """
+    pool = fit.meta.get("pool_ids")
+    wider = new_runs.meta.get("pool_ids")
+    if new_runs.n_train <= fit.n_train or (pool is not None and wider is not None and wider[: len(pool)] != pool):
+        raise ValueError(
+            f"score_unseen_training: the new runs' pool ({new_runs.n_train} examples) must extend the fit runs' "
+            f"pool ({fit.n_train}) with new examples after the same ones"
+        )
+
+    def widened(runs: RunSet) -> RunSet:
+        meta = {**runs.meta, "pool_ids": wider} if wider is not None else dict(runs.meta)
+        return RunSet(list(runs), new_runs.n_train, meta=meta)
+
+    wanted = list(names if names is not None else SIMULATORS)
+    if test_ids is not None:
+        wanted = [n for n in wanted if getattr(SIMULATORS[n], "supports_unseen_tests", False)]
+    fitted = fit_registered(
+        widened(fit), widened(val) if val is not None else None, names=wanted, **{"unseen": "mean", **options}
+    )
+    target = new_runs if test_ids is None else new_runs.select(tests=list(test_ids))
+    frames = []
+    for label, sim in fitted.items():
+        scored = sim if test_ids is None else _OnTests(sim, list(test_ids))
+        frames.append(evaluate(scored, target, name=label))
+    return pd.concat(frames, ignore_index=True)

@@ -303,7 +303,7 @@ class RunSet(Sequence[Run]):
         try:
             meta = json.loads(path.read_text())
             config, recorded = meta["config"], meta["fingerprint"]
-            n_pool = config["n_pool"]
+            n_pool = config["n_pool"] + config.get("n_extra", 0)
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
         if fingerprint(config) != recorded:
@@ -331,7 +331,7 @@ class RunSet(Sequence[Run]):
             if one.n_train != n_pool or len(one) != 1:
                 raise ValueError(
                     f"{file}: holds {len(one)} run(s) over a pool of {one.n_train}; the folder's runs are single runs "
-                    f"over n_pool={n_pool}"
+                    f"over a pool of {n_pool}"
                 )
             runs.append(one[0])
             infos.append(one.meta)

@@ -57,6 +57,9 @@ SLACK = 1 << 20
 _RUN_FILE = re.compile(r"run-(\d{5,})\.npz")
 
 UNFINGERPRINTED = ("n_runs", "checkpoints", "device")
+ADDED_FIELDS = {"n_extra": 0}
+"""Configuration fields added after runs were committed, with their defaults: hashed only when they differ from the
+default, so the fingerprints of every configuration that does not use them stay what they were."""
 """Configuration fields that do not change what a run trains on or how: how many runs, what is saved, and where it
 is trained (CPU and GPU trajectories of one run differ only by float rounding; each run records its device)."""
 
@@ -255,5 +258,7 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     A run folder's ``config.json`` records it beside the configuration, and every run file carries it, so a
     configuration edited by hand no longer matches its fingerprint.
     """
-    fields = {k: v for k, v in config.items() if k not in UNFINGERPRINTED}
+    fields = {
+        k: v for k, v in config.items() if k not in UNFINGERPRINTED and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+    }
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -182,16 +182,24 @@ def _original_from_hub(task: str) -> list[Example]:  # pragma: no cover - needs 
 
 
 def pool_and_test(
-    examples: Sequence[Example], *, n_pool: int, m: int, seed: int
+    examples: Sequence[Example], *, n_pool: int, m: int, seed: int, n_extra: int = 0
 ) -> tuple[list[Example], list[Example]]:
     """A fixed, seeded training pool and ``m`` disjoint held-out test examples.
 
+    The examples are permuted once (``seed``): the first ``n_pool`` are the pool, the next ``m`` the test examples,
+    and the ``n_extra`` after those are appended to the pool. A pool with extra examples therefore starts with the
+    pool of the same setting without them, and has the same test examples.
+
     Raises:
-        ValueError: If the task has fewer than ``n_pool + m`` examples.
+        ValueError: If the task has fewer than ``n_pool + m + n_extra`` examples.
     """
-    if n_pool < 1 or m < 1:
-        raise ValueError(f"n_pool and m must be positive, got n_pool={n_pool}, m={m}")
-    if n_pool + m > len(examples):
-        raise ValueError(f"the task has {len(examples)} labelled examples, fewer than n_pool + m = {n_pool} + {m}")
+    if n_pool < 1 or m < 1 or n_extra < 0:
+        raise ValueError(f"n_pool and m must be positive and n_extra >= 0, got {n_pool}, {m}, {n_extra}")
+    if n_pool + m + n_extra > len(examples):
+        raise ValueError(
+            f"the task has {len(examples)} labelled examples, fewer than n_pool + m = {n_pool} + {m}"
+            + (f" + n_extra = {n_extra}" if n_extra else "")
+        )
     order = np.random.default_rng(seed).permutation(len(examples))
-    return [examples[i] for i in order[:n_pool]], [examples[i] for i in order[n_pool : n_pool + m]]
+    pool = [examples[i] for i in order[:n_pool]] + [examples[i] for i in order[n_pool + m : n_pool + m + n_extra]]
+    return pool, [examples[i] for i in order[n_pool : n_pool + m]]

@@ -130,7 +130,7 @@ def hypothetical_reductions(
     bad = [t for t in steps if not 0 <= t < run.n_steps]
     if bad:
         raise ValueError(f"checkpoint steps {bad[:5]} are outside the run's steps 0..{run.n_steps - 1}")
-    reductions = np.empty((len(steps), setting.config.n_pool, run.m))
+    reductions = np.empty((len(steps), setting.config.pool_size, run.m))
     try:
         for c, t in enumerate(steps):
             state = {name: torch.as_tensor(value, device=setting.config.device) for name, value in states[t].items()}
@@ -230,8 +230,8 @@ def one_step_check(
 
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-    if not 0 <= train_index < setting.config.n_pool:
-        raise ValueError(f"train_index {train_index} is outside the pool 0..{setting.config.n_pool - 1}")
+    if not 0 <= train_index < setting.config.pool_size:
+        raise ValueError(f"train_index {train_index} is outside the pool 0..{setting.config.pool_size - 1}")
     model = setting.model
     device = setting.config.device
     try:

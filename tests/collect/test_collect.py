@@ -229,3 +229,19 @@ def test_the_first_recorded_step_equals_a_hand_written_adamw_step(tmp_path, tiny
     optimizer.step()
     np.testing.assert_allclose(test_losses(), run.losses[1], rtol=0, atol=1e-6)
     assert run.extras["train_loss"][0] == pytest.approx(loss.item(), abs=1e-6)
+
+
+def test_extra_pool_examples_leave_other_fingerprints_alone_and_widen_the_curricula():
+    import dataclasses
+
+    from simflib.collect import DEFAULT_SETTINGS
+
+    base = DEFAULT_SETTINGS["piqa-minilm-ia3"]
+    # A field added after runs were committed: at its default it is not hashed, so recorded fingerprints stay valid.
+    assert dataclasses.replace(base, n_extra=0).fingerprint() == base.fingerprint()
+    wider = dataclasses.replace(base, n_extra=10)
+    assert wider.fingerprint() != base.fingerprint() and wider.pool_size == 110
+    assert max(int(wider.curriculum(k).max()) for k in range(5)) >= 100
+    assert max(int(base.curriculum(k).max()) for k in range(5)) < 100
+    with pytest.raises(ValueError, match="n_extra"):
+        dataclasses.replace(base, n_extra=-1).validate()

@@ -46,7 +46,7 @@ def test_regenerated_prefix_matches_committed_run(name, run_index):
 
 # Settings still being recorded (resumably, over several sittings): their runs must be consistent, and this
 # list must shrink once they are complete.
-IN_PROGRESS: set[str] = set()
+IN_PROGRESS: set[str] = {"piqa-minilm-ia3-extra"}
 
 
 @pytest.mark.parametrize("name", sorted(DEFAULT_SETTINGS))
@@ -54,7 +54,7 @@ def test_committed_settings_are_complete_and_consistent(name):
     folder = _collected(name)
     runs = load_collected(folder)
     cfg = DEFAULT_SETTINGS[name]
-    assert runs.meta["config"]["task"] == cfg.task and runs.m == cfg.m and runs.n_train == cfg.n_pool
+    assert runs.meta["config"]["task"] == cfg.task and runs.m == cfg.m and runs.n_train == cfg.pool_size
     if name in IN_PROGRESS:
         assert len(runs) < cfg.n_runs, f"{name} is complete: take it out of IN_PROGRESS"
     else:

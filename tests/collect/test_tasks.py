@@ -64,3 +64,15 @@ def test_pool_and_test_are_disjoint_seeded_and_checked():
     assert [e.uid for e in pool_and_test(examples, n_pool=100, m=50, seed=0)[1]] == [e.uid for e in test]
     with pytest.raises(ValueError, match="fewer than n_pool \\+ m"):
         pool_and_test(examples, n_pool=1500, m=100, seed=0)
+
+
+def test_extra_pool_examples_extend_the_pool_and_keep_the_test_examples():
+    examples = load_task("piqa")
+    pool, test = pool_and_test(examples, n_pool=100, m=50, seed=0)
+    wider, same_test = pool_and_test(examples, n_pool=100, m=50, seed=0, n_extra=10)
+    assert [e.uid for e in wider[:100]] == [e.uid for e in pool] and len(wider) == 110
+    assert [e.uid for e in same_test] == [e.uid for e in test]
+    assert not {e.uid for e in wider} & {e.uid for e in test}
+    assert len({e.uid for e in wider}) == 110
+    with pytest.raises(ValueError, match="n_extra"):
+        pool_and_test(examples, n_pool=100, m=50, seed=0, n_extra=len(examples))

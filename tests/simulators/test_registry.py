@@ -116,3 +116,25 @@ def test_unseen_test_protocol_fits_on_some_examples_and_scores_the_others(parts,
     expected = np.mean([np.mean((r.initial_loss + delta - r.losses)[1:] ** 2) for r in target])
     got = frame[frame.simulator == "Curriculum-blind"].all_steps_mse.mean()
     assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_unseen_training_protocol_widens_the_pool_and_simulates_new_examples(features):
+    from simflib.experiments import score_unseen_training
+
+    truth = synthetic.markov_truth(30, 5, batch_size=2, seed=0)
+    old = curriculum.protocol(12, seed=1, n_train=25, subset_size=16, epochs=2, batch_size=2)  # examples 0..24
+    new = curriculum.protocol(3, seed=2, n_train=30, subset_size=16, epochs=2, batch_size=2)  # may use 25..29
+    assert (new >= 25).any()
+    fit = synthetic.markov_runs(truth, old, noise=0.002, seed=2)
+    fit = sf.RunSet(list(fit), 25, meta={"pool_ids": list(range(25))})
+    new_runs = synthetic.markov_runs(truth, new, noise=0.002, seed=3)
+    new_runs.meta["pool_ids"] = list(range(30))
+    frame = score_unseen_training(fit[:10], fit[10:], new_runs, names=["mean-trajectory", "linear", "time-effects",
+                                                                      "gradient-prior"], features=features)
+    assert set(frame.simulator) == {"Curriculum-blind", "Simfluence-Linear", "Simfluence-TE", "Simfluence-TE-Grad"}
+    assert len(frame) == 4 * 3 and frame.all_steps_mse.notna().all()
+    # Simfluence-TE never saw examples 25..29: its ridge fit leaves them no influence of their own.
+    te = sf.SimfluenceTE(30, l2=0.01, momentum=0.5).fit(sf.RunSet(list(fit[:10]), 30))
+    assert np.abs(te.params.B[:, 25:]).max() == 0 and np.abs(te.params.B[:, :25]).max() > 0
+    with pytest.raises(ValueError, match="must extend"):
+        score_unseen_training(fit[:10], fit[10:], fit[10:], names=["linear"])
