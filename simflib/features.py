@@ -167,16 +167,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
 
-    from simflib.collect import load_collected
-
     parser = argparse.ArgumentParser(prog="python -m simflib features", description=main.__doc__)
     parser.add_argument("folder", help="a collected run folder, e.g. data/runs/boolq-minilm-ia3")
     parser.add_argument("--out", help="output file (default data/features/<folder name>.npz)")
     parser.add_argument("--device", default="cpu", help="where to compute the gradients (default cpu)")
     parser.add_argument("--block", type=int, default=32, help="examples per gradient block (memory)")
     args = parser.parse_args(argv)
-    runs = load_collected(args.folder, n_runs=1)
-    setting = Setting.recorded(runs, device=args.device)
+    if not (Path(args.folder) / "config.json").is_file():
+        raise ValueError(f"{args.folder}: not a collected run folder (no config.json)")
+    setting = Setting.recorded(args.folder, device=args.device)  # the features need the configuration, not the runs
     feats = compute_features(setting, block=args.block)
     out = Path(args.out) if args.out else features_path(args.folder)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,7 @@ def test_committed_features_cover_their_settings_examples(name):
     from simflib.features import features_path, load_features
 
     folder = DATA / "runs" / name
-    if not features_path(folder).is_file():
-        pytest.skip(f"no committed features for {name}")
+    assert features_path(folder).is_file(), f"no committed features for {name}: python -m simflib features {folder}"
     config = json.loads((folder / "config.json").read_text())
     feats = load_features(folder)  # checks the checksum and the folder's fingerprint
     assert list(feats.pool_ids) == config["pool_ids"] and list(feats.test_ids) == config["test_ids"]
