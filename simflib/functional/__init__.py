@@ -1,6 +1,14 @@
 """Pure functions over arrays: fitting and simulating the linear Markov model, and the metrics."""
 
-from simflib.functional.dynamics import DynamicsFit, fit_dynamics, momentum_counts, simulate_dynamics
+from simflib.functional.dynamics import (
+    DynamicsFit,
+    DynamicsSystem,
+    dynamics_system,
+    fit_dynamics,
+    momentum_counts,
+    simulate_dynamics,
+    solve_dynamics,
+)
 from simflib.functional.linear import (
     LinearFit,
     Observations,
@@ -27,12 +35,14 @@ __all__ = [
     "LDS",
     "LDS_RTOL",
     "DynamicsFit",
+    "DynamicsSystem",
     "LinearFit",
     "Observations",
     "UnidentifiableError",
     "all_steps_lds",
     "all_steps_mse",
     "batching_matrix",
+    "dynamics_system",
     "final_step_lds",
     "final_step_spearman",
     "fit_dynamics",
@@ -45,4 +55,5 @@ __all__ = [
     "optimal_rescaling",
     "simulate_dynamics",
     "simulate_linear",
+    "solve_dynamics",
 ]

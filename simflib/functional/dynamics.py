@@ -91,34 +91,55 @@ class DynamicsFit:
     l2: float
 
 
-def fit_dynamics(
+@dataclass(frozen=True)
+class DynamicsSystem:
+    """The normal equations of the model for fixed momentum and prior, before the penalty on B is chosen.
+
+    Built once by :func:`dynamics_system` and solved for any ``l2`` by :func:`solve_dynamics`, so choosing the
+    penalty costs one Cholesky factorization per candidate, not one pass over the runs.
+
+    Attributes:
+        gram: (T + n, T + n) ``Z^T Z / S`` of the shared design Z = [step indicators, M].
+        zy: (T + n, m) ``Z^T Y / S``.
+        zu: (T + n, m) ``Z^T U / S`` with ``U = M P`` the prior's predicted changes (None without a prior).
+        uu: (m,) ``sum_s U[s, j]^2 / S``.
+        uy: (m,) ``sum_s U[s, j] Y[s, j] / S``.
+        n_steps: T, the longest run.
+        counts: (n,) fitted steps whose batch contains each training example.
+        momentum: The kernel's kappa.
+    """
+
+    gram: NDArray[np.float64]
+    zy: NDArray[np.float64]
+    zu: NDArray[np.float64] | None
+    uu: NDArray[np.float64] | None
+    uy: NDArray[np.float64] | None
+    n_steps: int
+    counts: NDArray[np.int64]
+    momentum: float
+
+
+def dynamics_system(
     curricula: Sequence[ArrayLike],
     losses: Sequence[ArrayLike],
     n_train: int,
     *,
     momentum: float,
-    l2: float,
     prior: ArrayLike | None = None,
-) -> DynamicsFit:
-    """Exact least-squares fit of time effects, prior scale and additive influence to one-step loss changes.
+) -> DynamicsSystem:
+    """The normal equations of one-step loss changes (module docstring) over some runs.
 
     Args:
         curricula: R curricula, each (T_r, b).
         losses: R loss trajectories, each (T_r + 1, m).
         n_train: Pool size n.
         momentum: kappa of :func:`momentum_counts`.
-        l2: Ridge penalty on B (added to the mean squared one-step error).
         prior: (n, m) prior influence P, or None.
-
-    Returns:
-        The fit.
     """
     if len(curricula) != len(losses) or not curricula:
         raise ValueError(
             f"fit_dynamics: need as many curricula as loss trajectories (>= 1), got {len(curricula)} and {len(losses)}"
         )
-    if not (np.isfinite(l2) and l2 >= 0):
-        raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
     filtered, changes, step_of = [], [], []
     m = None
     for r, (curr, loss) in enumerate(zip(curricula, losses)):
@@ -137,23 +158,10 @@ def fit_dynamics(
     S, T = len(Y), int(steps.max()) + 1
     b = max(np.asarray(c).shape[-1] for c in curricula)
     counts = observation_counts(np.concatenate([pad_batches(as_curriculum(c), b) for c in curricula]), n_train)
-    # Normal equations of the shared design Z = [step indicators, M], scaled by 1/S (mean squared error).
     E = np.zeros((S, T))
     E[np.arange(S), steps] = 1.0
     Z = np.hstack([E, M])
-    K = Z.T @ Z / S
-    K[np.diag_indices(T)] += EPS
-    K[T + np.arange(n_train), T + np.arange(n_train)] += l2
-    try:
-        chol = sla.cho_factor(K)
-    except np.linalg.LinAlgError:
-        raise ValueError(
-            "fit_dynamics: the observations do not determine B (a training example never observed, or too few "
-            "steps): use l2 > 0"
-        ) from None
-    ZY = Z.T @ Y / S
-    W = sla.cho_solve(chol, ZY)
-    scale = np.zeros(m)
+    zu = uu = uy = None
     if prior is not None:
         P = np.asarray(prior, dtype=np.float64)
         if P.shape != (n_train, m):
@@ -161,16 +169,73 @@ def fit_dynamics(
         if not np.isfinite(P).all():
             raise ValueError("prior holds non-finite values")
         U = M @ P  # (S, m): the prior's predicted change, one column per test example
-        ZU = Z.T @ U / S
-        KZU = sla.cho_solve(chol, ZU)
+        zu = Z.T @ U / S
         uu = np.einsum("sj,sj->j", U, U) / S
         uy = np.einsum("sj,sj->j", U, Y) / S
-        denominator = uu + EPS - np.einsum("kj,kj->j", ZU, KZU)
-        scale = (uy - np.einsum("kj,kj->j", ZU, W)) / denominator
+    return DynamicsSystem(
+        gram=Z.T @ Z / S, zy=Z.T @ Y / S, zu=zu, uu=uu, uy=uy, n_steps=T, counts=counts, momentum=float(momentum)
+    )
+
+
+def solve_dynamics(system: DynamicsSystem, *, l2: float) -> DynamicsFit:
+    """The exact minimiser for one penalty: the shared design by Cholesky, the prior's column by Schur complement.
+
+    Raises:
+        ValueError: If ``l2`` is negative or not finite, or the observations do not determine B at ``l2 = 0``.
+    """
+    if not (np.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+    T, n = system.n_steps, len(system.counts)
+    K = system.gram.copy()
+    K[np.diag_indices(T)] += EPS
+    K[T + np.arange(n), T + np.arange(n)] += l2
+    try:
+        chol = sla.cho_factor(K)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            "fit_dynamics: the observations do not determine B (a training example never observed, or too few "
+            "steps): use l2 > 0"
+        ) from None
+    W = sla.cho_solve(chol, system.zy)
+    scale = np.zeros(W.shape[1])
+    if system.zu is not None and system.uu is not None and system.uy is not None:
+        KZU = sla.cho_solve(chol, system.zu)
+        denominator = system.uu + EPS - np.einsum("kj,kj->j", system.zu, KZU)
+        scale = (system.uy - np.einsum("kj,kj->j", system.zu, W)) / denominator
         W = W - KZU * scale
     return DynamicsFit(
-        steps=W[:T], scale=scale, B=W[T:].T.copy(), counts=counts, momentum=float(momentum), l2=float(l2)
+        steps=W[:T], scale=scale, B=W[T:].T.copy(), counts=system.counts, momentum=system.momentum, l2=float(l2)
     )
+
+
+def fit_dynamics(
+    curricula: Sequence[ArrayLike],
+    losses: Sequence[ArrayLike],
+    n_train: int,
+    *,
+    momentum: float,
+    l2: float,
+    prior: ArrayLike | None = None,
+) -> DynamicsFit:
+    """Exact least-squares fit of time effects, prior scale and additive influence to one-step loss changes.
+
+    Minimises the mean squared one-step error plus ``l2 * ||B[j]||^2`` (and ``EPS`` on the time effects and scale)
+    for every test example j (:func:`dynamics_system` then :func:`solve_dynamics`).
+
+    Args:
+        curricula: R curricula, each (T_r, b).
+        losses: R loss trajectories, each (T_r + 1, m).
+        n_train: Pool size n.
+        momentum: kappa of :func:`momentum_counts`.
+        l2: Ridge penalty on B (added to the mean squared one-step error).
+        prior: (n, m) prior influence P, or None.
+
+    Returns:
+        The fit.
+    """
+    if not (np.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+    return solve_dynamics(dynamics_system(curricula, losses, n_train, momentum=momentum, prior=prior), l2=l2)
 
 
 def simulate_dynamics(

@@ -23,7 +23,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from simflib._validation import as_curriculum
-from simflib.functional.dynamics import DynamicsFit, fit_dynamics, simulate_dynamics
+from simflib.functional.dynamics import DynamicsFit, DynamicsSystem, dynamics_system, simulate_dynamics, solve_dynamics
 from simflib.functional.metrics import all_steps_mse
 from simflib.runs import Run, RunSet
 from simflib.simulators.base import as_runs, check_n_train
@@ -70,14 +70,9 @@ class SimfluenceTE:
     def _prior_for(self, runs: RunSet, test_ids: Sequence[Any]) -> NDArray[np.float64] | None:
         return None
 
-    def _fit_once(self, runs: RunSet, momentum: float, l2: float) -> DynamicsFit:
-        return fit_dynamics(
-            [r.curriculum for r in runs],
-            [r.losses for r in runs],
-            self.n_train,
-            momentum=momentum,
-            l2=l2,
-            prior=self._prior,
+    def _system(self, runs: RunSet, momentum: float) -> DynamicsSystem:
+        return dynamics_system(
+            [r.curriculum for r in runs], [r.losses for r in runs], self.n_train, momentum=momentum, prior=self._prior
         )
 
     def fit(
@@ -105,15 +100,16 @@ class SimfluenceTE:
         if val is None:
             if l2_grid is not None or momentum_grid is not None:
                 raise ValueError("fit: choosing from a grid needs validation runs (val=...)")
-            self.params = self._fit_once(data, self.momentum, self.l2)
+            self.params = solve_dynamics(self._system(data, self.momentum), l2=self.l2)
             return self
         val_runs = list(val)
         if not val_runs:
             raise ValueError("fit: val holds no runs")
         rows, best = [], None
         for kappa in sorted({float(k) for k in (momentum_grid if momentum_grid is not None else MOMENTUM_GRID)}):
+            system = self._system(data, kappa)  # one pass over the runs per kappa; each penalty is one solve
             for l2 in sorted({float(x) for x in (l2_grid if l2_grid is not None else DYNAMICS_L2_GRID)}):
-                self.params = self._fit_once(data, kappa, l2)
+                self.params = solve_dynamics(system, l2=l2)
                 mse = float(
                     np.mean([all_steps_mse(self.simulate(r.curriculum, r.initial_loss), r.losses) for r in val_runs])
                 )
