@@ -133,6 +133,15 @@ class _OnTests:
         return self.simulator.simulate(curriculum, initial_loss, test_ids=self.test_ids)
 
 
+def _unseen_capable(names: Iterable[str] | None) -> list[str]:
+    """The registry names (default all) whose simulators declare ``supports_unseen_tests``."""
+    return [
+        n
+        for n in (names if names is not None else SIMULATORS)
+        if getattr(SIMULATORS[n], "supports_unseen_tests", False)
+    ]
+
+
 def split_tests(test_ids: Sequence[Any], *, seed: int, unseen: float = 1 / 3) -> tuple[list[Any], list[Any]]:
     """Split test examples into those a simulator is fitted on and those it has never seen.
 
@@ -174,11 +183,7 @@ def score_unseen_tests(
         and held-out run, with a column ``n_unseen``.
     """
     seen, hidden = split_tests(fit.test_ids(), seed=seed, unseen=unseen)
-    wanted = [
-        n
-        for n in (names if names is not None else SIMULATORS)
-        if getattr(SIMULATORS[n], "supports_unseen_tests", False)
-    ]
+    wanted = _unseen_capable(names)
     fitted = fit_registered(
         fit.select(tests=seen), val.select(tests=seen) if val is not None else None, names=wanted, **options
     )
@@ -230,9 +235,9 @@ def score_unseen_training(
         meta = {**runs.meta, "pool_ids": wider} if wider is not None else dict(runs.meta)
         return RunSet(list(runs), new_runs.n_train, meta=meta)
 
-    wanted = list(names if names is not None else SIMULATORS)
-    if test_ids is not None:
-        wanted = [n for n in wanted if getattr(SIMULATORS[n], "supports_unseen_tests", False)]
+    if test_ids is None and new_runs.test_ids() != fit.test_ids():
+        raise ValueError("score_unseen_training: the new runs score other test examples than the fit runs")
+    wanted = list(names if names is not None else SIMULATORS) if test_ids is None else _unseen_capable(names)
     fitted = fit_registered(
         widened(fit), widened(val) if val is not None else None, names=wanted, **{"unseen": "mean", **options}
     )
