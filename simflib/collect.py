@@ -114,7 +114,7 @@ class CollectConfig:
 
     @property
     def pool_size(self) -> int:
-        """Training examples a curriculum can use: ``n_pool + n_extra``."""
+        """The number of training examples a curriculum can use, ``n_pool + n_extra``."""
         return self.n_pool + self.n_extra
 
     def fingerprint(self) -> str:

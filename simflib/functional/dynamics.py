@@ -48,8 +48,8 @@ def momentum_counts(curriculum: ArrayLike, n_train: int, *, momentum: float) -> 
         momentum: kappa in [0, 1) (AdamW's beta_1 is 0.9); 0 returns the counts.
 
     Returns:
-        (T, n) or (K, T, n): ``M_t = m_t / (1 - kappa^t)`` with ``m_t = kappa m_{t-1} + (1 - kappa) x_t`` and
-        ``x_t[i]`` the number of times example i is in the batch of step t.
+        The filtered counts, (T, n) or (K, T, n), ``M_t = m_t / (1 - kappa^t)`` with
+        ``m_t = kappa m_{t-1} + (1 - kappa) x_t`` and ``x_t[i]`` the number of times example i is in step t's batch.
     """
     if not (np.isfinite(momentum) and 0 <= momentum < 1):
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")

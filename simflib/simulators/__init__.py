@@ -21,12 +21,13 @@ SIMULATORS: dict[str, type] = {
     "gradient-prior": SimfluenceTEGrad,
     "gptfluence": GPTfluence,
 }
-"""Short name -> simulator class: the baseline first, the paper's three, then ours (:mod:`.dynamics`). New simulators
-register here. Options a simulator needs beyond the pool size (``features=`` for the featurized ones) reach it by name
+"""Each simulator class by its short name, the baseline first, then the paper's three, then ours
+(:mod:`simflib.simulators.dynamics`, :mod:`simflib.simulators.gptfluence`). New simulators register here. Options a simulator needs beyond the pool size (``features=`` for the featurized ones) reach it by name
 through :mod:`simflib.experiments`."""
 
 PAPER = ("mean-trajectory", "additive", "multiplicative", "linear")
-"""The curriculum-blind baseline and the paper's three simulators: the rows of the chapters that reproduce it."""
+"""The registry names of the curriculum-blind baseline and the paper's three simulators, the rows of the chapters that
+reproduce the paper."""
 
 BASELINE = "mean-trajectory"
 """The registry name of the curriculum-blind baseline every simulator is judged against."""

@@ -88,8 +88,8 @@ class SimfluenceTE:
         Args:
             runs: Fit runs.
             val: Validation runs.
-            l2_grid: Candidate penalties (default :data:`DYNAMICS_L2_GRID` when ``val`` is given).
-            momentum_grid: Candidate kappas (default :data:`MOMENTUM_GRID` when ``val`` is given).
+            l2_grid: Candidate penalties (default :data:`simflib.simulators.DYNAMICS_L2_GRID` when ``val`` is given).
+            momentum_grid: Candidate kappas (default :data:`simflib.simulators.MOMENTUM_GRID` when ``val`` is given).
 
         Returns:
             self.

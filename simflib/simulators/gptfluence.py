@@ -34,8 +34,6 @@ from simflib.runs import Run, RunSet
 from simflib.simulators.base import as_runs, check_n_train
 from simflib.simulators.features import ExampleFeatures
 
-Head = Literal["concat", "dot"]
-
 
 class GPTfluence:
     """GPTfluence's featurized simulator (module docstring), reproduced.
@@ -66,7 +64,7 @@ class GPTfluence:
         *,
         features: ExampleFeatures | None = None,
         order: int = 1,
-        head: Head = "concat",
+        head: Literal["concat", "dot"] = "concat",
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         max_steps: int = 1000,
