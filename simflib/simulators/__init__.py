@@ -22,7 +22,8 @@ SIMULATORS: dict[str, type] = {
     "gptfluence": GPTfluence,
 }
 """Each simulator class by its short name, the baseline first, then the paper's three, then ours
-(:mod:`simflib.simulators.dynamics`, :mod:`simflib.simulators.gptfluence`). New simulators register here. Options a simulator needs beyond the pool size (``features=`` for the featurized ones) reach it by name
+(:class:`simflib.SimfluenceTE`, :class:`simflib.SimfluenceTEGrad`, :class:`simflib.GPTfluence`). New simulators
+register here. Options a simulator needs beyond the pool size (``features=`` for the featurized ones) reach it by name
 through :mod:`simflib.experiments`."""
 
 PAPER = ("mean-trajectory", "additive", "multiplicative", "linear")
