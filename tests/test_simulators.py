@@ -168,3 +168,17 @@ def test_validation_runs_alone_choose_lambda_from_the_documented_grid(split):
     assert chosen.validation["l2"].tolist() == sorted(L2_GRID)
     assert chosen.l2 == explicit.l2
     np.testing.assert_array_equal(chosen.A, explicit.A)
+
+
+def test_influence_frame_lists_every_pair_with_its_fitted_parameters(split):
+    fit, _, _ = split
+    sim = SimfluenceLinear(fit.n_train, l2=0.1).fit(fit)
+    frame = sim.influence_frame()
+    assert len(frame) == sim.m * fit.n_train
+    for j, i in [(0, 0), (sim.m - 1, fit.n_train - 1), (1, 3)]:
+        row = frame[(frame.test_example == j) & (frame.train_example == i)].iloc[0]
+        assert row.A == sim.A[j, i] and row.B == sim.B[j, i] and row.observed_steps == sim.counts[i]
+    additive = SimfluenceAdditive(fit.n_train, l2=0.1).fit(fit).influence_frame()
+    assert "A" not in additive and "B" in additive
+    with pytest.raises(ValueError, match="not fitted"):
+        SimfluenceLinear(fit.n_train).influence_frame()
