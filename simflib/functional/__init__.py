@@ -29,6 +29,7 @@ from simflib.functional.metrics import (
     mse_decomposition,
     mse_improvement,
     optimal_rescaling,
+    step_scale,
 )
 
 __all__ = [
@@ -55,5 +56,6 @@ __all__ = [
     "optimal_rescaling",
     "simulate_dynamics",
     "simulate_linear",
+    "step_scale",
     "solve_dynamics",
 ]

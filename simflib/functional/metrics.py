@@ -154,6 +154,21 @@ def all_steps_lds(pred: ArrayLike, true: ArrayLike, *, rtol: float = LDS_RTOL) -
     return LDS(score, int((~defined).sum()), int(rho.size))
 
 
+def step_scale(pred: ArrayLike, true: ArrayLike) -> float:
+    """How large simulated steps are next to observed ones: mean ``|L_hat_t - L_hat_{t-1}|`` over mean
+    ``|L_t - L_{t-1}|``, over all runs, steps and test examples (1: the right size on average).
+
+    Args:
+        pred: (..., T + 1, m) simulated trajectories.
+        true: (..., T + 1, m) observed trajectories.
+    """
+    p, t = _pair(pred, true)
+    observed = float(np.abs(np.diff(t, axis=-2)).mean())
+    if observed == 0:
+        raise ValueError("step_scale: the observed losses never change")
+    return float(np.abs(np.diff(p, axis=-2)).mean()) / observed
+
+
 def mse_improvement(mse: ArrayLike, mse_baseline: ArrayLike) -> NDArray[np.float64] | float:
     """Improvement over a baseline: ``1 - MSE / MSE_baseline`` (0 is no better, 1 is perfect, < 0 is worse).
 

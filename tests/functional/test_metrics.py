@@ -137,3 +137,20 @@ def test_values_equal_to_rounding_count_as_constant_in_the_lds():
     assert not np.isnan(final_step_lds(pred, true, rtol=0.0).score)  # the exact rule ranks the noise
     pred[:, :, 0] += np.linspace(0, 1e-3, 10)[:, None]  # a real (small) difference still counts
     assert final_step_lds(pred, true).skipped == 3
+
+
+def test_step_scale_is_the_ratio_of_mean_absolute_steps():
+    from simflib.functional import step_scale
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(3, 6, 4))
+    pred = 2.5 * true + 1.0  # every step 2.5 times as large; the offset does not move a step
+    assert step_scale(pred, true) == pytest.approx(2.5, rel=1e-12)
+    flat_sim = sum(abs(pred[r, t, j] - pred[r, t - 1, j]) for r in range(3) for t in range(1, 6) for j in range(4))
+    flat_obs = sum(abs(true[r, t, j] - true[r, t - 1, j]) for r in range(3) for t in range(1, 6) for j in range(4))
+    noisy = pred + rng.normal(size=pred.shape)
+    flat_noisy = sum(abs(noisy[r, t, j] - noisy[r, t - 1, j]) for r in range(3) for t in range(1, 6) for j in range(4))
+    assert step_scale(noisy, true) == pytest.approx(flat_noisy / flat_obs, rel=1e-12)
+    assert flat_sim / flat_obs == pytest.approx(2.5, rel=1e-12)
+    with pytest.raises(ValueError, match="never change"):
+        step_scale(pred, np.ones_like(true))
