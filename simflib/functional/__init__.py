@@ -56,6 +56,6 @@ __all__ = [
     "optimal_rescaling",
     "simulate_dynamics",
     "simulate_linear",
-    "step_scale",
     "solve_dynamics",
+    "step_scale",
 ]
