@@ -64,6 +64,8 @@ class CollectConfig:
         n_extra: Examples appended to the pool after it (curriculum indices n_pool .. n_pool + n_extra - 1), taken
             after the test examples in the task's seeded order: the pool of the same setting with n_extra = 0 plus
             examples none of its runs saw, for simulating runs on training examples no fitted run used.
+        max_new_tokens: Generation tasks: the token limit of each test example's greedy generation (decoding also
+            stops at the end-of-sequence token); ignored by choice tasks.
         subset_size: Examples each run trains on (64, 1024).
         epochs: Epochs per run, may be fractional (4, 1.5).
         batch_size: Examples per step (4).
@@ -93,6 +95,7 @@ class CollectConfig:
     device: str = "cpu"
     data_dir: str | None = None
     n_extra: int = 0
+    max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
         # One canonical type per field, so that 1 and 1.0 (CLI vs. Python) give the same fingerprint.
@@ -130,13 +133,13 @@ class CollectConfig:
             ValueError: Naming the offending field.
         """
         from simflib.models import METHODS
-        from simflib.tasks import EMBEDDED, ORIGINALS
+        from simflib.tasks import TASKS
 
-        if self.task.lower() not in EMBEDDED + ORIGINALS:
-            raise ValueError(f"task: unknown task {self.task!r}; known: {', '.join(EMBEDDED + ORIGINALS)}")
+        if self.task.lower() not in TASKS:
+            raise ValueError(f"task: unknown task {self.task!r}; known: {', '.join(TASKS)}")
         if self.method not in METHODS:
             raise ValueError(f"method: unknown tuning method {self.method!r}; known: {', '.join(METHODS)}")
-        for name in ("n_runs", "n_pool", "subset_size", "batch_size", "m", "max_length"):
+        for name in ("n_runs", "n_pool", "subset_size", "batch_size", "m", "max_length", "max_new_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.n_extra < 0:
@@ -188,6 +191,20 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     "piqa-smollm2-lora": CollectConfig.for_protocol(
         "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=20, checkpoints=0
     ),
+    # A generation task (exact match and token F1 of greedy answers, besides the loss): NQ-open's short answers
+    # need a short prompt (48 tokens) and at most 16 generated tokens; m = 32 test examples is what recording 32
+    # runs on a 2-core CPU affords (greedy decoding of the test examples after every step dominates its cost).
+    "nq-open-smollm2-lora": CollectConfig.for_protocol(
+        "few_shot",
+        task="nq_open",
+        model="smollm2",
+        method="lora",
+        lr=1e-3,
+        m=32,
+        max_length=48,
+        max_new_tokens=16,
+        checkpoints=0,
+    ),
     # PIQA-IA3's pool and test examples plus 10 pool examples none of its runs used: 10 runs whose subsets of the
     # 110 examples include some of the new ones, for simulating runs on training examples no fitted run saw.
     "piqa-minilm-ia3-extra": CollectConfig.for_protocol(
@@ -202,8 +219,10 @@ class Setting:
     def __init__(self, config: CollectConfig) -> None:
         import torch
 
-        from simflib.models import AnswerLM, ChoiceModel, Mode, apply_method, encode, load_model
-        from simflib.tasks import load_task, pool_and_test
+        from simflib.models import AnswerLM, ChoiceModel, Mode, apply_method, encode, load_model, option_examples
+        from simflib.models import prompt_ids as make_prompt_ids
+        from simflib.scoring import task_metrics
+        from simflib.tasks import GENERATIVE, load_task, pool_and_test
 
         config.validate()
         if config.device.startswith("cuda"):
@@ -217,6 +236,14 @@ class Setting:
             examples, n_pool=config.n_pool, m=config.m, seed=config.seed, n_extra=config.n_extra
         )
         backbone, tokenizer, kind = load_model(config.model)
+        self.generative = config.task.lower() in GENERATIVE
+        if self.generative and kind != "causal":
+            raise ValueError(
+                f"task {config.task!r} is scored on generations and needs a causal LM; {config.model!r} "
+                f"is a {kind} model"
+            )
+        self.tokenizer = tokenizer
+        self.metrics = task_metrics(config.task)
         torch.manual_seed(config.seed)
         model: ChoiceModel | AnswerLM
         self.mode: Mode
@@ -232,9 +259,22 @@ class Setting:
         self.initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         start = getattr(backbone.config, "decoder_start_token_id", None)
         self.train_data, self.test_data = (
-            encode(x, tokenizer, mode=self.mode, max_length=config.max_length, decoder_start=start).to(config.device)
+            encode(
+                x, tokenizer, mode=self.mode, max_length=config.max_length, decoder_start=start, stop=self.generative
+            ).to(config.device)
             for x in (self.pool, self.test)
         )
+        # What the metrics are computed from: every option of a choice task scored by a language model, or the
+        # prompts a generation task decodes from (cut like the training prompts) and their references.
+        self.option_data = None
+        self.prompts: list[list[int]] = []
+        self.references = [e.references for e in self.test]
+        if self.generative:
+            self.prompts = make_prompt_ids(self.test, tokenizer, max_length=config.max_length)
+        elif kind != "encoder":
+            self.option_data = encode(
+                option_examples(self.test), tokenizer, mode=self.mode, max_length=config.max_length, decoder_start=start
+            ).to(config.device)
 
     @classmethod
     def recorded(cls, runs: RunSet | str | os.PathLike[str], *, device: str | None = None) -> Setting:
@@ -262,7 +302,13 @@ class Setting:
         keep = self.config.checkpoint_steps(curriculum.shape[0])
         run, checkpoints, wall = self._train(curriculum, keep=keep, progress=progress, label=f"run {run_index}")
         assert run is not None
-        info = {"run_index": run_index, "wall_time_s": wall, "checkpoint_steps": sorted(keep)}
+        info = {
+            "run_index": run_index,
+            "wall_time_s": wall,
+            "train_time_s": self.last_timing["train_s"],
+            "score_time_s": self.last_timing["score_s"],
+            "checkpoint_steps": sorted(keep),
+        }
         return run, checkpoints, info
 
     def train_curriculum(self, curriculum: np.ndarray, *, progress: bool = False) -> Run:
@@ -307,7 +353,7 @@ class Setting:
     ) -> tuple[Run | None, dict[str, np.ndarray], float]:
         import torch
 
-        from simflib.models import example_losses, per_example_loss, trainable_state
+        from simflib.models import per_example_loss, trainable_state
 
         cfg = self.config
         self.model.load_state_dict(self.initial)
@@ -316,13 +362,33 @@ class Setting:
         T = curriculum.shape[0]
         saved = set(keep)
         losses = np.empty((T + 1, cfg.m))
+        metrics = {name: np.empty((T + 1, cfg.m)) for name in self.metrics}
+        generations = np.full((T + 1, cfg.m, cfg.max_new_tokens), -1, dtype=np.int32) if self.generative else None
+        timing = {"train_s": 0.0, "score_s": 0.0}
         train_loss = np.empty(T)
         learning_rate = np.full(T, cfg.lr)
         checkpoints: dict[str, np.ndarray] = {}
         start = time.perf_counter()
-        eval_batch = self.eval_batch
+
+        def record(row: int) -> None:
+            tick = time.perf_counter()
+            losses[row], values, tokens = self.score()
+            for name in self.metrics:
+                metrics[name][row] = values[name]
+            if generations is not None:
+                for i, ids in enumerate(tokens or []):
+                    generations[row, i, : len(ids)] = ids
+            timing["score_s"] += time.perf_counter() - tick
+
+        def copy_row(row: int) -> None:
+            losses[row] = losses[row - 1]
+            for name in self.metrics:
+                metrics[name][row] = metrics[name][row - 1]
+            if generations is not None:
+                generations[row] = generations[row - 1]
+
         if score:
-            losses[0] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
+            record(0)
         steps: Iterable[int] = range(T)
         if progress:
             from tqdm import tqdm
@@ -335,23 +401,64 @@ class Setting:
             batch = torch.as_tensor(curriculum[t][curriculum[t] >= 0], device=cfg.device)
             if batch.numel() == 0:  # an emptied step (e.g. a removal without repacking) trains nothing
                 train_loss[t] = np.nan
-                losses[t + 1] = losses[t]
+                copy_row(t + 1)
                 continue
+            tick = time.perf_counter()
             loss = per_example_loss(self.model(**self.train_data.select(batch)), self.train_data.labels[batch]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             train_loss[t] = loss.detach().item()
+            timing["train_s"] += time.perf_counter() - tick
             if score:
-                losses[t + 1] = example_losses(self.model, self.test_data, batch_size=eval_batch).cpu().numpy()
+                record(t + 1)
         if T in saved:  # the final parameters
             for name, value in trainable_state(self.model).items():
                 checkpoints[f"step{T:05d}/{name}"] = value.cpu().numpy()
         wall = time.perf_counter() - start
+        self.last_timing = {**timing, "wall_s": wall}
         if not score:
             return None, checkpoints, wall
         extras = {"train_loss": train_loss, "learning_rate": learning_rate}  # NaN: an emptied step trained nothing
-        return Run(curriculum, losses, extras), checkpoints, wall
+        return Run(curriculum, losses, extras, metrics=metrics, generations=generations), checkpoints, wall
+
+    def score(self) -> tuple[np.ndarray, dict[str, np.ndarray], list[list[int]] | None]:
+        """The current model's loss on each test example, its metrics (:func:`simflib.scoring.task_metrics`) and,
+        for a generation task, its greedy generations (token ids, cut before the end-of-sequence token).
+
+        Returns:
+            ``(losses (m,), {metric: (m,)}, generations or None)``.
+        """
+        import torch
+
+        from simflib.models import example_losses, greedy_generate, option_scores, per_example_loss
+        from simflib.scoring import score_texts
+
+        if self.generative:
+            losses = example_losses(self.model, self.test_data, batch_size=self.eval_batch).cpu().numpy()
+            eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id  # type: ignore[attr-defined]
+            tokens = greedy_generate(
+                self.model,  # type: ignore[arg-type]
+                self.prompts,
+                max_new_tokens=self.config.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=eos if pad is None else pad,
+                batch_size=2 * self.eval_batch,
+            )
+            texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in tokens]  # type: ignore[attr-defined]
+            return losses, score_texts(self.metrics, texts, self.references, where=self.config.task), tokens
+        if self.option_data is None:  # an encoder's option logits give the loss as well
+            scores = option_scores(self.model, self.test_data, batch_size=self.eval_batch)
+            losses = per_example_loss(scores, self.test_data.labels).cpu().numpy()
+        else:  # a language model: every option's log-likelihood, and the loss on the correct answer's tokens
+            k = len(self.option_data) // len(self.test_data)
+            scores = option_scores(self.model, self.option_data, n_options=k, batch_size=self.eval_batch)
+            losses = example_losses(self.model, self.test_data, batch_size=self.eval_batch).cpu().numpy()
+        labels = torch.tensor([e.label for e in self.test], device=scores.device)
+        probability = torch.softmax(scores.double(), dim=1)
+        correct = probability.gather(1, labels[:, None]).squeeze(1)
+        accuracy = (scores.argmax(1) == labels).double()
+        return losses, {"p_correct": correct.cpu().numpy(), "accuracy": accuracy.cpu().numpy()}, None
 
 
 def split_checkpoints(flat: Mapping[str, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
@@ -493,7 +600,8 @@ def collect(
         out_dir: Folder (created if needed).
         executor: Where runs are trained: ``None`` trains them one after another in this process; any
             ``concurrent.futures.Executor`` (a process pool, a ``dask.distributed`` client's
-            ``get_executor()``) trains them in parallel, each worker building the setting once.
+            ``get_executor()``, :class:`simflib.executors.SubmititExecutor` for SLURM job arrays) trains them in
+            parallel, each worker building the setting once.
         progress: Show tqdm bars (runs, and steps within a run when in-process).
 
     Raises:
@@ -544,13 +652,63 @@ def collect(
                 assert setting is not None
                 save(setting.run(k, progress=progress))
         else:
-            futures = [executor.submit(run_job, config, k) for k in missing]
+            # An executor that submits arrays (SubmititExecutor: one SLURM job array) gets every run at once.
+            submit_array = getattr(executor, "submit_array", None)
+            if submit_array is not None:
+                futures = submit_array(run_job, [(config, k) for k in missing])
+            else:
+                futures = [executor.submit(run_job, config, k) for k in missing]
             for future in as_completed(futures):
                 save(future.result())
     finally:
         if bar is not None:
             bar.close()
     return load_collected(out)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    data = json.dumps(value, indent=1, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(data))
+
+
+def sweep_learning_rates(
+    config: CollectConfig, rates: Sequence[float], path: str | os.PathLike[str], *, run_index: int = 0
+) -> dict[str, Any]:
+    """Record one run of a setting at each learning rate and keep how its test metrics move, to choose a rate under
+    which they do (a sweep before a setting is collected). Resumable: rates already in ``path`` are skipped.
+
+    Args:
+        config: The setting (its ``lr`` is replaced by each rate).
+        rates: Learning rates to try.
+        path: JSON file written atomically after each rate: ``{"config", "run_index", "rates": {lr: {"mean":
+            {metric: (T + 1,) mean over test examples}, "wall_time_s"}}}``.
+        run_index: The run (curriculum) recorded at every rate.
+
+    Returns:
+        The file's contents.
+    """
+    target = Path(path)
+    result: dict[str, Any] = {"config": dataclasses.asdict(config), "run_index": run_index, "rates": {}}
+    if target.is_file():
+        recorded = json.loads(target.read_text())
+        mine = {k: v for k, v in result["config"].items() if k != "lr"}
+        if {k: v for k, v in recorded.get("config", {}).items() if k != "lr"} != mine:
+            raise ValueError(f"{target}: holds a sweep of another setting; use another file")
+        result["rates"] = recorded.get("rates", {})
+    setting: Setting | None = None
+    for rate in rates:
+        key = repr(float(rate))
+        if key in result["rates"]:
+            continue
+        trial = dataclasses.replace(config, lr=float(rate))
+        if setting is None:
+            setting = Setting(trial)
+        setting.config = trial
+        run, _, info = setting.run(run_index)
+        mean = {name: run.trajectory(name).mean(1).tolist() for name in ["loss", *sorted(run.metrics)]}
+        result["rates"][key] = {"mean": mean, "wall_time_s": info["wall_time_s"]}
+        _write_json(target, result)
+    return result
 
 
 def load_collected(out_dir: str | os.PathLike[str], *, n_runs: int | None = None) -> RunSet:
@@ -592,6 +750,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.error("give --setting or --task")
     else:
         config = CollectConfig.for_protocol(args.protocol, **fields) if args.protocol else CollectConfig(**fields)
+    if args.sweep_lr:
+        if not args.sweep_out:
+            cli.error("--sweep-lr needs --sweep-out FILE.json")
+        rates = [float(x) for x in args.sweep_lr.split(",")]
+        sweep_learning_rates(config, rates, args.sweep_out)
+        print(f"{args.sweep_out}: learning rates {', '.join(map(str, rates))}", file=sys.stderr)
+        return 0
     if not args.out:
         cli.error("--out is required without --setting")
     runs = collect(config, args.out, progress=not args.no_progress)
@@ -613,4 +778,8 @@ def parser() -> argparse.ArgumentParser:
         default = "" if field.name == "task" else f" (default {field.default})"
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, help=described[field.name] + default)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--sweep-lr", help="comma-separated learning rates: record run 0 at each instead of collecting the setting"
+    )
+    parser.add_argument("--sweep-out", help="JSON file of the learning-rate sweep (resumed if it exists)")
     return parser

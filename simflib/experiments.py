@@ -7,6 +7,7 @@ table built on them without editing a chapter.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ import pandas as pd
 
 from simflib.metrics import evaluate
 from simflib.runs import RunSet
-from simflib.simulators import SIMULATORS, Simulator
+from simflib.simulators import SIMULATORS, OnMetric, Simulator
 
 __all__ = [
     "build",
@@ -50,7 +51,13 @@ def build(name: str, n_train: int, **options: Any) -> Any:
 
 
 def fit_registered(
-    fit: RunSet, val: RunSet | None, *, names: Iterable[str] | None = None, **options: Any
+    fit: RunSet,
+    val: RunSet | None,
+    *,
+    names: Iterable[str] | None = None,
+    metric: str = "loss",
+    space: str = "auto",
+    **options: Any,
 ) -> dict[str, Simulator]:
     """Fit each registered simulator (or those named) on ``fit``, choosing its hyperparameters on ``val``.
 
@@ -58,30 +65,50 @@ def fit_registered(
         fit: Fit runs.
         val: Validation runs.
         names: Registry names, in table order (default: all, in registry order).
+        metric: What is simulated: ``"loss"``, or a per-example metric the runs record (:meth:`RunSet.metric_names`),
+            simulated by :class:`simflib.simulators.OnMetric` in the bounded ``space`` (``"clip"``, ``"logit"``, or
+            ``"auto"``: chosen per simulator on ``val``).
+        space: See ``metric``.
         **options: Passed to each simulator's constructor or ``fit`` where they name it (e.g. ``unseen="mean"``,
             ``l2_grid=[...]``).
 
     Returns:
-        ``{label: fitted simulator}`` in the order of ``names``.
+        ``{label: fitted simulator}`` in the order of ``names``; each simulates ``metric``.
     """
-    fitted = {}
+    fitted: dict[str, Simulator] = {}
     for name in names if names is not None else SIMULATORS:
-        sim = build(name, fit.n_train, **options)
-        sim.fit(fit, val=val, **_accepted(sim.fit, options))
-        fitted[type(sim).label] = sim
+        if metric == "loss":
+            sim = build(name, fit.n_train, **options)
+            sim.fit(fit, val=val, **_accepted(sim.fit, options))
+            fitted[type(sim).label] = sim
+            continue
+        factory = functools.partial(build, name, fit.n_train, **options)
+        wrapped = OnMetric(factory, metric, space=space)
+        wrapped.fit(fit, val=val, **_accepted(factory().fit, options))
+        fitted[wrapped.label] = wrapped
     return fitted
 
 
 def score_registered(
-    fit: RunSet, val: RunSet | None, held_out: RunSet, *, names: Iterable[str] | None = None, **options: Any
+    fit: RunSet,
+    val: RunSet | None,
+    held_out: RunSet,
+    *,
+    names: Iterable[str] | None = None,
+    metric: str = "loss",
+    **options: Any,
 ) -> tuple[pd.DataFrame, dict[str, Simulator]]:
-    """Fit every registered simulator (or those named) and evaluate it on the held-out runs.
+    """Fit every registered simulator (or those named) to ``metric`` and evaluate it on the held-out runs.
+
+    Args:
+        metric: ``"loss"`` or a recorded metric (see :func:`fit_registered`); the held-out runs are scored on it.
 
     Returns:
         The per-run frame of :func:`simflib.metrics.evaluate` for all of them, and the fitted simulators by label.
     """
-    fitted = fit_registered(fit, val, names=names, **options)
-    frame = pd.concat([evaluate(sim, held_out, name=label) for label, sim in fitted.items()], ignore_index=True)
+    fitted = fit_registered(fit, val, names=names, metric=metric, **options)
+    truth = held_out.on_metric(metric)
+    frame = pd.concat([evaluate(sim, truth, name=label) for label, sim in fitted.items()], ignore_index=True)
     return frame, fitted
 
 

@@ -344,7 +344,13 @@ def prompt_and_answer(example: Example) -> tuple[str, str]:
 
 
 def encode(  # type: ignore[no-untyped-def]
-    examples: Sequence[Example], tokenizer, *, mode: Mode, max_length: int, decoder_start: int | None = None
+    examples: Sequence[Example],
+    tokenizer,
+    *,
+    mode: Mode,
+    max_length: int,
+    decoder_start: int | None = None,
+    stop: bool = False,
 ) -> Encoded:
     """Tokenise examples to fixed length ``max_length``.
 
@@ -353,9 +359,13 @@ def encode(  # type: ignore[no-untyped-def]
 
     Args:
         decoder_start: Seq2seq only: the decoder's start token (default: the pad token, T5's convention).
+        stop: Language models: end each answer with the end-of-sequence token, so that the model learns where an
+            answer ends (generation tasks, whose answers are decoded until that token).
     """
     if mode in ("causal", "seq2seq"):
-        return _encode_answers(examples, tokenizer, mode=mode, max_length=max_length, decoder_start=decoder_start)
+        return _encode_answers(
+            examples, tokenizer, mode=mode, max_length=max_length, decoder_start=decoder_start, stop=stop
+        )
     if mode == "classification":
         first = [e.question for e in examples]
         second = [e.context or "" for e in examples]
@@ -381,18 +391,23 @@ def encode(  # type: ignore[no-untyped-def]
 
 
 def _encode_answers(  # type: ignore[no-untyped-def]
-    examples: Sequence[Example], tokenizer, *, mode: Mode, max_length: int, decoder_start: int | None
+    examples: Sequence[Example], tokenizer, *, mode: Mode, max_length: int, decoder_start: int | None, stop: bool
 ) -> Encoded:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
         raise ValueError("the tokenizer has neither a pad nor an end-of-sequence token")
+    if stop and tokenizer.eos_token_id is None:
+        raise ValueError("stop=True needs a tokenizer with an end-of-sequence token")
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2 for a language model, got {max_length}")
     prompts, answers = [], []
     for e in examples:
         prompt, answer = prompt_and_answer(e)
         prompts.append(tokenizer(prompt, add_special_tokens=mode == "seq2seq")["input_ids"])
-        answers.append(tokenizer(answer, add_special_tokens=mode == "seq2seq")["input_ids"])
+        tokens = tokenizer(answer, add_special_tokens=mode == "seq2seq")["input_ids"]
+        if stop and (not tokens or tokens[-1] != tokenizer.eos_token_id):
+            tokens = [*tokens, tokenizer.eos_token_id]
+        answers.append(tokens)
     n = len(examples)
     input_ids = torch.full((n, max_length), pad, dtype=torch.long)
     attention_mask = torch.zeros((n, max_length), dtype=torch.long)
@@ -505,3 +520,115 @@ def example_losses(model: nn.Module, data: Encoded, *, batch_size: int = 8) -> t
             index = order[start : start + batch_size]
             out[index] = per_example_loss(model(**data.select(index)), data.labels[index])
     return out
+
+
+def prompt_ids(examples: Sequence[Example], tokenizer, *, max_length: int) -> list[list[int]]:  # type: ignore[no-untyped-def]
+    """Each example's prompt as a causal LM reads it before answering, its beginning cut to ``max_length`` tokens
+    (the same prompt :func:`encode` puts before the answer)."""
+    return [tokenizer(prompt_and_answer(e)[0], add_special_tokens=False)["input_ids"][-max_length:] for e in examples]
+
+
+def greedy_generate(
+    model: AnswerLM,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    batch_size: int = 16,
+) -> list[list[int]]:
+    """Greedy decoding of a causal LM from each prompt, in batches, with a key-value cache.
+
+    Prompts are batched in order of length and padded on the left; decoding of a batch stops once every sequence has
+    produced ``eos_token_id`` or ``max_new_tokens`` tokens (``transformers``' ``generate`` with ``do_sample=False``).
+
+    Args:
+        model: A causal :class:`AnswerLM` (its adapters, if any, active).
+        prompts: n prompts as token ids.
+        max_new_tokens: The token limit of a generation.
+        eos_token_id: The end-of-sequence token.
+        pad_token_id: Token used for left padding.
+        batch_size: Prompts decoded together.
+
+    Returns:
+        n lists of generated token ids, each cut before its first ``eos_token_id``.
+    """
+    from transformers import GenerationConfig
+
+    if model.kind != "causal":
+        raise ValueError("greedy_generate needs a causal language model")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            width = max(len(prompts[i]) for i in index)
+            ids = torch.full((len(index), width), pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(index), width), dtype=torch.long)
+            for row, i in enumerate(index):
+                ids[row, width - len(prompts[i]) :] = torch.tensor(list(prompts[i]), dtype=torch.long)
+                mask[row, width - len(prompts[i]) :] = 1
+            generated = model.lm.generate(  # type: ignore[operator]
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+            )[:, width:].tolist()
+            for row, i in enumerate(index):
+                tokens = generated[row]
+                out[i] = tokens[: tokens.index(eos_token_id)] if eos_token_id in tokens else tokens
+    return out
+
+
+def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sequence's summed log-probability of its labelled tokens, (B,): minus the summed token cross-entropy.
+
+    Args:
+        logits: (B, L, V) token logits (position p predicting ``labels[:, p]``).
+        labels: (B, L') token labels, ``IGNORE_INDEX`` where there is no answer token (L' >= L, see
+            :func:`per_example_loss`).
+    """
+    labels = labels[:, : logits.shape[1]]
+    token = nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX
+    )
+    return -token.sum(1)
+
+
+def option_examples(examples: Sequence[Example]) -> list[Example]:
+    """Each example once per option, answering with that option (k rows per example, in order), for scoring every
+    option of a choice task with a language model."""
+    return [dataclasses.replace(e, label=j) for e in examples for j in range(len(e.options))]
+
+
+def option_scores(
+    model: nn.Module, data: Encoded, *, n_options: int | None = None, batch_size: int = 8
+) -> torch.Tensor:
+    """Scores of every option of N examples, (N, k), without gradients.
+
+    For a :class:`ChoiceModel`, ``data`` holds the N examples and the scores are the option logits. For a language
+    model, ``data`` holds :func:`option_examples` encoded (N k rows, ``n_options`` = k) and the scores are each
+    option's summed token log-likelihood; a softmax over either gives the model's probability of each option.
+    """
+    mask = data.attention_mask
+    lengths = mask.reshape(len(data), -1, mask.shape[-1]).sum(-1).amax(-1)
+    order = torch.argsort(lengths, stable=True)
+    scores: torch.Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            index = order[start : start + batch_size]
+            logits = model(**data.select(index))
+            value = answer_log_likelihood(logits, data.labels[index]) if logits.dim() == 3 else logits.float()
+            if scores is None:
+                scores = torch.empty((len(data), *value.shape[1:]), dtype=torch.float32, device=value.device)
+            scores[index] = value
+    assert scores is not None
+    return scores if n_options is None else scores.reshape(-1, n_options)

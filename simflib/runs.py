@@ -15,6 +15,8 @@ File format (``RunSet.save`` / ``RunSet.load``): a :mod:`simflib.storage` archiv
 * ``losses`` (sum (T + 1), m) float64: the runs' loss trajectories stacked.
 * ``extra.<name>`` (sum T, ...): optional per-step arrays (training loss, learning rate, ...) stacked.
 * ``metric.<name>`` (sum (T + 1), m) float64: optional per-example metric trajectories, stacked like the losses.
+* ``generations`` (sum (T + 1), m, G) int32: optional token ids of each test example's greedy generation after every
+  step, -1 after its end (the header's ``"generations": true`` says the file has them).
 
 Version 1 files (no metrics; a checksum over the arrays only) still load; the header of such a file is checked
 where its context allows (a collected folder compares ``n_train`` with its ``config.json``).
@@ -56,12 +58,15 @@ class Run:
             ``"learning_rate"``).
         metrics: Optional per-example metric trajectories, each (T + 1, m) like ``losses`` (e.g. ``"accuracy"``,
             ``"exact_match"``); finite values.
+        generations: Optional (T + 1, m, G) int32 token ids of each test example's greedy generation before training
+            and after every step, -1 after its end; None when the task is not a generation task.
     """
 
     curriculum: NDArray[np.int64]
     losses: NDArray[np.float64]
     extras: Mapping[str, NDArray[Any]] = field(default_factory=dict)
     metrics: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)
+    generations: NDArray[np.int32] | None = None
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class Run:
         extras: Mapping[str, ArrayLike] | None = None,
         *,
         metrics: Mapping[str, ArrayLike] | None = None,
+        generations: ArrayLike | None = None,
         where: str = "run",
     ) -> None:
         curr = as_curriculum(curriculum, where=f"{where}: curriculum")
@@ -107,10 +113,22 @@ class Run:
                     f"{where}: metric {name!r} must have the losses' shape (T + 1, m) = {loss.shape}, got {arr.shape}"
                 )
             named[name] = _frozen(arr)
+        tokens = None
+        if generations is not None:
+            tokens = np.asarray(generations)
+            if tokens.dtype.kind not in "iu" or tokens.ndim != 3 or tokens.shape[:2] != loss.shape:
+                raise ValueError(
+                    f"{where}: generations must be integer token ids of shape (T + 1, m, G) with (T + 1, m) = "
+                    f"{loss.shape}, got {tokens.dtype} {tokens.shape}"
+                )
+            if tokens.size and (tokens.min() < -1 or tokens.max() > np.iinfo(np.int32).max):
+                raise ValueError(f"{where}: generations hold token ids outside -1 .. 2**31 - 1")
+            tokens = _frozen(tokens.astype(np.int32))
         object.__setattr__(self, "curriculum", _frozen(curr))
         object.__setattr__(self, "losses", _frozen(loss))
         object.__setattr__(self, "extras", checked)
         object.__setattr__(self, "metrics", named)
+        object.__setattr__(self, "generations", tokens)
 
     def trajectory(self, metric: str = "loss") -> NDArray[np.float64]:
         """The (T + 1, m) trajectory of ``metric``: ``"loss"`` or one of :attr:`metrics`.
@@ -255,6 +273,7 @@ class RunSet(Sequence[Run]):
             "meta": self.meta,
             "extras": sorted(self._runs[0].extras),
             "metrics": sorted(self._runs[0].metrics),
+            "generations": self._runs[0].generations is not None,
         }
         return write_archive(path, self._to_arrays(), header)
 
@@ -276,6 +295,9 @@ class RunSet(Sequence[Run]):
             if not isinstance(header.get(key), kind):
                 raise ValueError(f"{path}: header field {key!r} missing or not a {kind.__name__}")
         header.setdefault("metrics", [])
+        header.setdefault("generations", False)
+        if not isinstance(header["generations"], bool):
+            raise ValueError(f"{path}: header field 'generations' is not true or false")
         return cls._from_arrays(arrays, header, path)
 
     @classmethod
@@ -373,12 +395,43 @@ class RunSet(Sequence[Run]):
             raise ValueError("RunSet.select: a test example is selected twice")
         cols = np.array([column[t] for t in wanted])
         runs = [
-            Run(r.curriculum, r.losses[:, cols], r.extras, metrics={k: v[:, cols] for k, v in r.metrics.items()})
+            Run(
+                r.curriculum,
+                r.losses[:, cols],
+                r.extras,
+                metrics={k: v[:, cols] for k, v in r.metrics.items()},
+                generations=None if r.generations is None else r.generations[:, cols],
+            )
             for r in self._runs
         ]
         part = RunSet.__new__(RunSet)
         part._runs, part.n_train, part.meta = runs, self.n_train, dict(self.meta)
         part.meta["test_ids"] = wanted
+        return part
+
+    def metric_names(self) -> list[str]:
+        """``"loss"`` and the names of the per-example metrics every run records."""
+        return ["loss", *sorted(self._runs[0].metrics)]
+
+    def on_metric(self, metric: str) -> RunSet:
+        """The same runs with ``metric``'s trajectories in place of the losses, so that any simulator, fitted and
+        scored on "losses", simulates that metric (``"loss"`` returns the set itself).
+
+        Raises:
+            ValueError: If a run lacks the metric, naming the metric, the run and the metrics it has.
+        """
+        if metric == "loss":
+            return self
+        runs = []
+        for position, (index, run) in enumerate(zip(self.run_indices(), self._runs)):
+            if metric not in run.metrics:
+                raise ValueError(
+                    f"run {index} (position {position}) has no metric {metric!r}; it has: "
+                    f"{', '.join(['loss', *sorted(run.metrics)])}"
+                )
+            runs.append(Run(run.curriculum, run.metrics[metric], run.extras))
+        part = RunSet.__new__(RunSet)
+        part._runs, part.n_train, part.meta = runs, self.n_train, {**self.meta, "metric": metric}
         return part
 
     def run_indices(self) -> list[int]:
@@ -397,6 +450,8 @@ class RunSet(Sequence[Run]):
                 raise ValueError(f"RunSet.save: run {k} has extras {sorted(run.extras)} but run 0 has {names}")
             if sorted(run.metrics) != metrics:
                 raise ValueError(f"RunSet.save: run {k} has metrics {sorted(run.metrics)} but run 0 has {metrics}")
+            if (run.generations is None) != (self._runs[0].generations is None):
+                raise ValueError(f"RunSet.save: run {k} {'lacks' if run.generations is None else 'has'} generations")
         arrays: dict[str, NDArray[Any]] = {
             "steps": np.array([r.n_steps for r in self._runs], dtype=np.int64),
             "batch_sizes": np.array([r.curriculum.shape[1] for r in self._runs], dtype=np.int64),
@@ -407,6 +462,12 @@ class RunSet(Sequence[Run]):
             arrays[f"extra.{name}"] = np.concatenate([np.asarray(r.extras[name]) for r in self._runs])
         for name in metrics:
             arrays[f"metric.{name}"] = np.concatenate([r.metrics[name] for r in self._runs])
+        tokens = [r.generations for r in self._runs if r.generations is not None]
+        if tokens:
+            width = max(g.shape[2] for g in tokens)
+            arrays["generations"] = np.concatenate(
+                [np.pad(g, ((0, 0), (0, 0), (0, width - g.shape[2])), constant_values=-1) for g in tokens]
+            )
         return arrays
 
     @classmethod
@@ -426,6 +487,9 @@ class RunSet(Sequence[Run]):
         total = int(steps.sum())
         if arrays["curricula"].shape[0] != total or arrays["losses"].shape[0] != total + len(steps):
             raise ValueError(f"{path}: array lengths disagree with the recorded steps per run")
+        tokens = arrays.get("generations") if header["generations"] else None
+        if header["generations"] and (tokens is None or tokens.ndim != 3 or tokens.shape[0] != total + len(steps)):
+            raise ValueError(f"{path}: the header promises generations but the file has none of the right length")
         runs = []
         c0 = l0 = 0
         for k, (t, b) in enumerate(zip(steps.tolist(), widths.tolist())):
@@ -437,6 +501,7 @@ class RunSet(Sequence[Run]):
                     arrays["losses"][l0 : l0 + t + 1],
                     extras,
                     metrics=metrics,
+                    generations=None if tokens is None else tokens[l0 : l0 + t + 1],
                     where=f"{path}: run {k}",
                 )
             )

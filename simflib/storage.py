@@ -57,11 +57,11 @@ SLACK = 1 << 20
 _RUN_FILE = re.compile(r"run-(\d{5,})\.npz")
 
 UNFINGERPRINTED = ("n_runs", "checkpoints", "device")
-ADDED_FIELDS = {"n_extra": 0}
-"""Configuration fields added after runs were committed, with their defaults: hashed only when they differ from the
-default, so the fingerprints of every configuration that does not use them stay what they were."""
 """Configuration fields that do not change what a run trains on or how: how many runs, what is saved, and where it
 is trained (CPU and GPU trajectories of one run differ only by float rounding; each run records its device)."""
+ADDED_FIELDS = {"n_extra": 0, "max_new_tokens": 32}
+"""Configuration fields added after runs were committed, with their defaults: hashed only when they differ from the
+default, so the fingerprints of every configuration that does not use them stay what they were."""
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> None:

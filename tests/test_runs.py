@@ -267,6 +267,42 @@ def test_metric_trajectories_round_trip_and_are_checked(tmp_path: Path):
         RunSet([runs[0], Run(np.zeros((3, 1), int), np.ones((4, 2)))], 4).save(tmp_path / "x.npz")
 
 
+def test_generations_round_trip_select_with_their_columns_and_are_checked(tmp_path: Path):
+    rng = np.random.default_rng(4)
+    runs = RunSet([Run(rng.integers(0, 4, (3, 2)), rng.uniform(size=(4, 3)), generations=rng.integers(-1, 50, (4, 3, g)))
+                   for g in (2, 5)], 4, meta={"test_ids": ["a", "b", "c"]})
+    back = RunSet.load(runs.save(tmp_path / "g.npz"))
+    np.testing.assert_array_equal(back[0].generations[..., :2], runs[0].generations)
+    assert (back[0].generations[..., 2:] == -1).all()  # padded to the widest run's token limit
+    np.testing.assert_array_equal(back[1].generations, runs[1].generations)
+    np.testing.assert_array_equal(back.select(tests=["c", "a"])[1].generations, runs[1].generations[:, [2, 0]])
+    with pytest.raises(ValueError, match=r"generations must be integer token ids of shape \(T \+ 1, m, G\)"):
+        Run(np.zeros((3, 1), int), np.ones((4, 2)), generations=np.zeros((4, 3, 2), int))
+    with pytest.raises(ValueError, match="token ids outside"):
+        Run(np.zeros((3, 1), int), np.ones((4, 2)), generations=np.full((4, 2, 2), -2))
+    with pytest.raises(ValueError, match="run 1 lacks generations"):
+        RunSet([runs[0], Run(np.zeros((3, 1), int), np.ones((4, 3)))], 4).save(tmp_path / "x.npz")
+    # A header that promises generations the file lacks is refused (the checksum is recomputed, so only the
+    # promise is wrong).
+    header, arrays = runs_module.read_archive(tmp_path / "g.npz", fmt=runs_module.FORMAT, versions=runs_module.READABLE)
+    del arrays["generations"]
+    runs_module.write_archive(tmp_path / "lie.npz", arrays, {k: v for k, v in header.items() if k not in ("covers", "sha256")})
+    with pytest.raises(ValueError, match="promises generations"):
+        RunSet.load(tmp_path / "lie.npz")
+
+
+def test_on_metric_puts_a_metric_in_place_of_the_losses():
+    rng = np.random.default_rng(5)
+    runs = RunSet([Run(rng.integers(0, 4, (3, 2)), rng.uniform(size=(4, 2)), metrics={"f1": rng.uniform(size=(4, 2))})
+                   for _ in range(3)], 4, meta={"runs": [{"run_index": k} for k in range(3)]})
+    view = runs.on_metric("f1")
+    assert runs.metric_names() == ["loss", "f1"] and view.meta["metric"] == "f1"
+    np.testing.assert_array_equal(view[2].losses, runs[2].metrics["f1"])
+    assert runs.on_metric("loss") is runs
+    with pytest.raises(ValueError, match=r"run 1 \(position 0\) has no metric 'bleu'"):
+        runs[[1, 2]].on_metric("bleu")
+
+
 def _folder(tmp_path: Path, k: int = 3) -> Path:
     """A collected-style folder: config.json with a matching fingerprint, and one single-run file per index."""
     from simflib.storage import fingerprint

@@ -11,6 +11,7 @@ from simflib.simulators.features import ExampleFeatures
 from simflib.simulators.gptfluence import GPTfluence
 from simflib.simulators.linear import L2_GRID, SimfluenceAdditive, SimfluenceLinear, SimfluenceMultiplicative
 from simflib.simulators.mean_trajectory import MeanTrajectory, mean_change
+from simflib.simulators.metric import SPACES, OnMetric
 
 SIMULATORS: dict[str, type] = {
     "mean-trajectory": MeanTrajectory,
@@ -40,9 +41,11 @@ __all__ = [
     "MOMENTUM_GRID",
     "PAPER",
     "SIMULATORS",
+    "SPACES",
     "ExampleFeatures",
     "GPTfluence",
     "MeanTrajectory",
+    "OnMetric",
     "SimfluenceAdditive",
     "SimfluenceLinear",
     "SimfluenceMultiplicative",

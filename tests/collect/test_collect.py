@@ -157,6 +157,36 @@ def test_dask_local_cluster_executor_gives_the_same_runs(tmp_path, tiny_bert):
         np.testing.assert_allclose(r.losses, s.losses, atol=1e-6)
 
 
+def test_submitit_local_job_array_gives_the_same_runs(tmp_path, tiny_bert):
+    pytest.importorskip("submitit")
+    from simflib.executors import SubmititExecutor
+
+    cfg = _config(tiny_bert, n_runs=3)
+    executor = SubmititExecutor(tmp_path / "logs", cluster="local", poll_s=0.2, timeout_min=10)
+    collect(_config(tiny_bert, n_runs=1), tmp_path / "array", progress=False)  # run 0 exists: only 1 and 2 are jobs
+    runs = collect(cfg, tmp_path / "array", executor=executor, progress=False)
+    executor.shutdown()
+    assert len(list((tmp_path / "logs").glob("*_result.pkl"))) == 2  # one result per job of the array
+    reference = collect(cfg, tmp_path / "inline", progress=False)
+    for r, s in zip(runs, reference, strict=True):
+        np.testing.assert_array_equal(r.curriculum, s.curriculum)
+        np.testing.assert_allclose(r.losses, s.losses, atol=1e-6)
+
+
+def test_a_failed_submitit_job_raises_in_the_collecting_process(tmp_path):
+    pytest.importorskip("submitit")
+    from simflib.executors import SubmititExecutor
+
+    executor = SubmititExecutor(tmp_path / "logs", cluster="local", poll_s=0.2, timeout_min=5)
+    [ok, bad] = executor.submit_array(divmod, [(7, 2), (1, 0)])
+    assert ok.result(timeout=120) == (3, 1)
+    with pytest.raises(Exception, match="ZeroDivisionError"):
+        bad.result(timeout=120)
+    executor.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(divmod, 1, 1)
+
+
 def test_train_curriculum_matches_the_recorded_run_and_trains_edits(tmp_path, tiny_bert):
     from simflib import curriculum as C
     from simflib.collect import Setting
