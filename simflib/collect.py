@@ -51,6 +51,12 @@ PROTOCOLS = {
 """The paper's protocols (:data:`simflib.curriculum.PROTOCOLS`) as :class:`CollectConfig` fields."""
 
 
+GENERATION_BATCH = 32
+"""Test examples decoded together, on every device: greedy generations depend on the batch's padding through float
+rounding, so a fixed batch lets a run be regenerated token for token (on a CPU, one batch of 32 decodes faster than
+two of 16)."""
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     """One setting of recorded runs.
@@ -431,7 +437,7 @@ class Setting:
         """
         import torch
 
-        from simflib.models import example_losses, greedy_generate, option_scores, per_example_loss
+        from simflib.models import IGNORE_INDEX, example_losses, greedy_generate, option_scores, per_example_loss
         from simflib.scoring import score_texts
 
         if self.generative:
@@ -443,18 +449,22 @@ class Setting:
                 max_new_tokens=self.config.max_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=eos if pad is None else pad,
-                batch_size=2 * self.eval_batch,
+                batch_size=GENERATION_BATCH,
             )
             texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in tokens]  # type: ignore[attr-defined]
             return losses, score_texts(self.metrics, texts, self.references, where=self.config.task), tokens
-        if self.option_data is None:  # an encoder's option logits give the loss as well
-            scores = option_scores(self.model, self.test_data, batch_size=self.eval_batch)
-            losses = per_example_loss(scores, self.test_data.labels).cpu().numpy()
-        else:  # a language model: every option's log-likelihood, and the loss on the correct answer's tokens
+        labels = torch.tensor([e.label for e in self.test], device=self.test_data.labels.device)
+        if self.option_data is not None:
+            # A language model: every option's summed log-likelihood. The correct option's row is the test example's
+            # own encoding, so its mean over the answer's tokens is the loss, with no second pass.
             k = len(self.option_data) // len(self.test_data)
             scores = option_scores(self.model, self.option_data, n_options=k, batch_size=self.eval_batch)
-            losses = example_losses(self.model, self.test_data, batch_size=self.eval_batch).cpu().numpy()
-        labels = torch.tensor([e.label for e in self.test], device=scores.device)
+            counts = (self.option_data.labels != IGNORE_INDEX).sum(1).reshape(-1, k)
+            rows = torch.arange(len(labels), device=labels.device)
+            losses = (-scores[rows, labels] / counts[rows, labels]).cpu().numpy()
+        else:  # an encoder's option logits give the loss as well
+            scores = option_scores(self.model, self.test_data, batch_size=self.eval_batch)
+            losses = per_example_loss(scores, self.test_data.labels).cpu().numpy()
         probability = torch.softmax(scores.double(), dim=1)
         correct = probability.gather(1, labels[:, None]).squeeze(1)
         accuracy = (scores.argmax(1) == labels).double()

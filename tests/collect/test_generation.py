@@ -113,6 +113,9 @@ def test_choice_metrics_of_a_language_model_are_the_softmax_of_option_likelihood
                   for e in option_examples([example])]
         probability = np.exp(scores - np.logaddexp.reduce(scores))
         assert metrics["p_correct"][i] == pytest.approx(probability[example.label], abs=1e-5)
+        answer = prompt_and_answer(example)[1]
+        n_tokens = len(setting.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        assert losses[i] == pytest.approx(-scores[example.label] / n_tokens, abs=1e-5)  # the mean answer-token loss
         assert metrics["accuracy"][i] == float(np.argmax(scores) == example.label)
 
 
@@ -146,3 +149,20 @@ def test_a_learning_rate_sweep_records_each_rate_once_and_resumes(tmp_path, tiny
     assert set(both["rates"]["0.1"]["mean"]) == {"loss", "exact_match", "f1"}
     with pytest.raises(ValueError, match="another setting"):
         sweep_learning_rates(_config(tiny_llama, m=3), [0.01], tmp_path / "sweep.json")
+
+
+def test_summaries_are_scored_by_rouge_score_and_sacrebleu_directly(tiny_llama):
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    cfg = _config(tiny_llama, task="xsum", m=3, max_length=96, max_new_tokens=8)
+    setting = Setting(cfg)
+    losses, metrics, tokens = setting.score()
+    assert sorted(metrics) == ["bleu", "rouge_l"] and len(tokens) == 3
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for i, example in enumerate(setting.test):
+        text = setting.tokenizer.decode(tokens[i], skip_special_tokens=True).strip()
+        summary = example.references[0]
+        assert metrics["rouge_l"][i] == scorer.score(summary, text)["rougeL"].fmeasure
+        assert metrics["bleu"][i] == sacrebleu.sentence_bleu(text, [summary]).score / 100
+        assert len(example.context.split()) <= 128  # the article is cut to its first XSUM_WORDS words
