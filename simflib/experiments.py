@@ -18,16 +18,50 @@ import pandas as pd
 from simflib.metrics import evaluate
 from simflib.runs import RunSet
 from simflib.simulators import SIMULATORS, OnMetric, Simulator
+from simflib.tasks import STAND_IN
 
 __all__ = [
+    "PAPER_METHODS",
+    "PAPER_TASKS",
     "build",
     "fit_registered",
     "learning_curve",
+    "published_rows",
     "score_registered",
     "score_unseen_tests",
     "score_unseen_training",
     "split_tests",
 ]
+
+
+PAPER_TASKS = {
+    stand_in: {"rte": "RTE", "copa": "COPA", "winogrande": "Winogrande"}[original]
+    for original, stand_in in STAND_IN.items()
+}
+"""The paper's name of the task each embedded task stands in for (:data:`simflib.tasks.STAND_IN`)."""
+PAPER_METHODS = {"ia3": "IA3", "full": "FMT"}
+"""The paper's names of our tuning methods; LoRA has no counterpart in the paper."""
+
+
+def published_rows(published: pd.DataFrame, config: dict[str, Any], simulator: str) -> pd.DataFrame:
+    """The rows of the paper's Table 2 that a recorded setting stands in for, for one simulator.
+
+    The task is the stand-in's (:data:`PAPER_TASKS`) and the method the paper's name of ours (:data:`PAPER_METHODS`);
+    for Winogrande, the paper's only many-shot task, every method (it reports full tuning of T5-LMA only).
+
+    Args:
+        published: The paper's table, with columns ``task``, ``method``, ``simulator`` (``book/data/published_table2.csv``).
+        config: A setting's recorded configuration (``runs.meta["config"]``).
+        simulator: The simulator's label.
+
+    Returns:
+        The matching rows (none for a setting without a counterpart, such as LoRA).
+    """
+    task, method = PAPER_TASKS.get(config["task"]), PAPER_METHODS.get(config["method"])
+    match = (published.task == task) & (published.simulator == simulator)
+    if task != "Winogrande":
+        match &= published.method == method
+    return published[match]
 
 
 def _accepted(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:

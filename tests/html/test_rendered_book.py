@@ -57,6 +57,52 @@ def test_images_exist_and_are_images(name):
         assert target.stat().st_size > 1000, f"{name}: {src} is suspiciously small"
 
 
+@pytest.mark.parametrize("name", PAGES)
+def test_figures_decode_and_are_not_blank(name):
+    image = pytest.importorskip("matplotlib.image")
+    for img in _soup(name).find_all("img"):
+        src = img.get("src", "")
+        if "_images" not in src or not src.endswith(".png"):
+            continue
+        pixels = image.imread(HTML / src)  # decodes the whole file: a truncated PNG fails here
+        assert pixels.ndim == 3 and min(pixels.shape[:2]) >= 50, f"{name}: {src} has shape {pixels.shape}"
+        assert float(pixels[..., :3].std()) > 0.01, f"{name}: {src} is blank (one colour)"
+
+
+GLUE_TEXT = re.compile(r"\{glue:text\}`([^`]+)`")
+
+
+@pytest.mark.parametrize("name", book.chapters())
+def test_rendered_numbers_are_the_glued_values(name):
+    """Every ``{glue:text}`` role of a chapter's prose shows, in order, the value its executed notebook recorded,
+    formatted as the role asks: no number on the page is typed, lost or stale."""
+    jupytext = pytest.importorskip("jupytext")
+    from myst_nb.core.variables import format_plain_text
+
+    executed = book.EXECUTED / f"{name}.ipynb"
+    if not executed.is_file():
+        pytest.skip(f"{name} was not executed in this build")
+    notebook = jupytext.read(executed)
+    recorded = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            key = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if key is not None:
+                recorded[key] = output["data"]["application/papermill.record/text/plain"]
+    source = jupytext.read(book.BOOK / f"{name}.md")
+    expected = []
+    for cell in source.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for role in GLUE_TEXT.findall(cell.source):
+            key, _, spec = role.partition(":")
+            assert key in recorded, f"{name}: the prose pastes {key!r}, which the notebook never glued"
+            expected.append(format_plain_text(recorded[key], spec or "s"))
+    plain = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "--", "\u2014": "---"})
+    shown = [span.get_text().translate(plain) for span in _soup(name).select("span.pasted-text")]
+    assert shown == expected, f"{name}: the page shows other values than the notebook glued"
+
+
 @pytest.mark.parametrize("name", book.chapters())
 def test_chapters_that_plot_show_their_figures(name):
     source = (book.BOOK / f"{name}.md").read_text()
