@@ -193,3 +193,57 @@ def test_kronfluence_on_a_fully_tuned_model_reduces_to_gradient_products_under_l
     objective = model_objective(model, names, *_split(train_data), call_kwargs={"prebuilt_mask": True})
     products = objective.gradients(*_split(train_data)) @ objective.gradients(*_split(test_data)).T
     np.testing.assert_allclose(damping * ekfac.numpy(), products.numpy(), rtol=1e-2, atol=1e-3 * float(products.abs().max()))
+
+
+def test_influence_functions_work_on_the_answer_token_loss_of_a_generation_task(tiny_llama):
+    """On NQ-open with a causal LM (LoRA), the CG influence reductions equal grad_i^T (H + delta I)^{-1} grad_j with
+    the Hessian by finite differences of the gradient and the gradients one example at a time."""
+    from simflib.models import AnswerLM, load_model, per_example_loss
+
+    lm, tokenizer, _ = load_model(tiny_llama)
+    torch.manual_seed(0)
+    model = apply_method(AnswerLM(lm, kind="causal"), "lora").double()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+    pool, test = pool_and_test(load_task("nq_open"), n_pool=5, m=3, seed=0)
+    train_data, test_data = (encode(x, tokenizer, mode="causal", max_length=16, stop=True) for x in (pool, test))
+    names = [n for n, p in model.named_parameters() if p.requires_grad][:1]  # one LoRA matrix: a small Hessian
+    inputs = lambda d: {"input_ids": d.input_ids, "attention_mask": d.attention_mask}  # noqa: E731
+    objective = model_objective(model, names, inputs(train_data), train_data.labels)
+    params = [dict(model.named_parameters())[n] for n in names]
+
+    def grad(data, i=None):
+        index = torch.arange(len(data)) if i is None else torch.tensor([i])
+        loss = per_example_loss(model(**data.select(index)), data.labels[index]).mean()
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+    size, eps = objective.x0.numel(), 1e-4
+    H = torch.empty(size, size, dtype=torch.float64)
+    flat = objective.x0.clone()
+    for k in range(size):
+        for sign in (1, -1):
+            with torch.no_grad():
+                offset = 0
+                for p in params:
+                    shifted = flat.clone()
+                    shifted[k] += sign * eps
+                    p.copy_(shifted[offset : offset + p.numel()].reshape(p.shape))
+                    offset += p.numel()
+            column = grad(train_data)
+            H[:, k] = column / (2 * eps) if sign == 1 else H[:, k] - column / (2 * eps)
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            p.copy_(flat[offset : offset + p.numel()].reshape(p.shape))
+            offset += p.numel()
+    g_train = torch.stack([grad(train_data, i) for i in range(len(pool))])
+    g_test = torch.stack([grad(test_data, j) for j in range(len(test))])
+    H = (H + H.T) / 2
+    damping = 2.0 * max(0.0, -float(torch.linalg.eigvalsh(H)[0])) + 0.1  # definite, for conjugate gradients
+    expected = g_train @ torch.linalg.solve(H + damping * torch.eye(size, dtype=torch.float64), g_test.T)
+    ours = influence_reductions(objective, (inputs(train_data), train_data.labels),
+                                (inputs(test_data), test_data.labels), damping=damping, solver="cg", tol=1e-10)
+    assert ours.shape == (5, 3)
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-4 * float(expected.abs().max()))

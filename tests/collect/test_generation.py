@@ -166,3 +166,30 @@ def test_summaries_are_scored_by_rouge_score_and_sacrebleu_directly(tiny_llama):
         assert metrics["rouge_l"][i] == scorer.score(summary, text)["rougeL"].fmeasure
         assert metrics["bleu"][i] == sacrebleu.sentence_bleu(text, [summary]).score / 100
         assert len(example.context.split()) <= 128  # the article is cut to its first XSUM_WORDS words
+
+
+def test_tracin_cp_works_on_the_loss_of_a_generation_setting(tmp_path, tiny_llama):
+    """TracIn-CP's hypothetical reductions of a generation setting are eta / b times the products of the per-example
+    gradients of the answer-token loss (end-of-sequence token included), computed here one example at a time."""
+    from simflib.tracin import hypothetical_reductions
+
+    cfg = _config(tiny_llama, checkpoints=2, m=3, n_pool=6, subset_size=6)
+    runs = collect(cfg, tmp_path, progress=False)
+    setting = Setting(cfg)
+    states = setting.checkpoints(0, steps=[0])
+    _, reductions = hypothetical_reductions(setting, runs[0], states)
+    model = setting.model
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grad(data, i):
+        from simflib.models import per_example_loss
+
+        index = torch.tensor([i])
+        loss = per_example_loss(model(**data.select(index)), data.labels[index]).sum()
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+    model.load_state_dict(setting.initial)
+    g_train = torch.stack([grad(setting.train_data, i) for i in range(cfg.n_pool)])
+    g_test = torch.stack([grad(setting.test_data, j) for j in range(cfg.m)])
+    expected = cfg.lr / cfg.batch_size * (g_train @ g_test.T).double().numpy()
+    np.testing.assert_allclose(reductions[0], expected, rtol=1e-4, atol=1e-9)
