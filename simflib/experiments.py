@@ -65,21 +65,31 @@ def published_rows(published: pd.DataFrame, config: dict[str, Any], simulator: s
 
 
 def _accepted(fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``fn`` names, or all of them when it takes ``**kwargs`` (and filters them itself)."""
     params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
     return {k: v for k, v in options.items() if k in params}
 
 
-def build(name: str, n_train: int, **options: Any) -> Any:
+def build(name: str, n_train: int, *, metric: str = "loss", space: str = "auto", **options: Any) -> Any:
     """A registered simulator by its short name, given the options its constructor takes (others are ignored).
 
     Args:
         name: A key of :data:`simflib.simulators.SIMULATORS`.
         n_train: Pool size.
+        metric: What it simulates: ``"loss"``, or a per-example metric the runs record, in which case the simulator
+            comes wrapped in :class:`simflib.simulators.OnMetric` (bounded ``space``: ``"clip"``, ``"logit"`` or
+            ``"auto"``, chosen on the validation runs) and its ``fit`` passes on the options the simulator's own
+            ``fit`` names.
+        space: See ``metric``.
         **options: Keyword options; each is passed only to simulators whose constructor names it (``unseen`` reaches
             the Simfluence family and not the curriculum-blind baseline).
     """
     if name not in SIMULATORS:
         raise ValueError(f"unknown simulator {name!r}; registered: {', '.join(SIMULATORS)}")
+    if metric != "loss":
+        return OnMetric(functools.partial(build, name, n_train, **options), metric, space=space)
     cls = SIMULATORS[name]
     return cls(n_train, **_accepted(cls, options))
 
@@ -111,15 +121,9 @@ def fit_registered(
     """
     fitted: dict[str, Simulator] = {}
     for name in names if names is not None else SIMULATORS:
-        if metric == "loss":
-            sim = build(name, fit.n_train, **options)
-            sim.fit(fit, val=val, **_accepted(sim.fit, options))
-            fitted[type(sim).label] = sim
-            continue
-        factory = functools.partial(build, name, fit.n_train, **options)
-        wrapped = OnMetric(factory, metric, space=space)
-        wrapped.fit(fit, val=val, **_accepted(factory().fit, options))
-        fitted[wrapped.label] = wrapped
+        sim = build(name, fit.n_train, metric=metric, space=space, **options)
+        sim.fit(fit, val=val, **_accepted(sim.fit, options))
+        fitted[sim.label] = sim
     return fitted
 
 

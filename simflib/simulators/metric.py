@@ -13,6 +13,7 @@ regressions):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +94,7 @@ class OnMetric:
         Args:
             runs: Fit runs (with the metric).
             val: Validation runs; required with ``space="auto"``.
-            **options: Passed to the simulator's ``fit``.
+            **options: Passed to the simulator's ``fit`` where it names them (others are ignored).
 
         Raises:
             ValueError: If a run lacks the metric (naming the metric and the run), or ``space="auto"`` has no
@@ -108,8 +109,11 @@ class OnMetric:
         self.val_mse_ = {}
         for space in spaces:
             sim = self.factory()
+            named = inspect.signature(sim.fit).parameters  # the options the simulator's own fit takes
             mapped_val = None if val_runs is None else _mapped(val_runs, space, self.eps)
-            sim.fit(_mapped(fit_runs, space, self.eps), val=mapped_val, **options)
+            sim.fit(
+                _mapped(fit_runs, space, self.eps), val=mapped_val, **{k: v for k, v in options.items() if k in named}
+            )
             if val_runs is None:
                 best = (np.nan, space, sim)
                 continue

@@ -79,3 +79,21 @@ def test_a_missing_metric_is_named_with_the_run():
         OnMetric(lambda: MeanTrajectory(runs.n_train), "p").fit(runs[:4])
     with pytest.raises(ValueError, match="call fit"):
         OnMetric(lambda: MeanTrajectory(runs.n_train), "p").simulate(runs[0].curriculum, runs[0].metrics["p"][0])
+
+
+def test_build_wraps_any_registered_simulator_for_a_metric_and_passes_its_fit_options():
+    from simflib.experiments import build
+
+    runs = _runs(n_runs=10)
+    sim = build("linear", runs.n_train, metric="p", space="logit", unseen="mean")
+    assert isinstance(sim, OnMetric) and sim.label == "Simfluence-Linear"
+    sim.fit(runs[:6], runs[6:8], l2_grid=[0.5], features=None)  # l2_grid reaches Linear's fit; features is ignored
+    assert sim.simulator.l2 == 0.5 and sim.space_ == "logit"
+    def logit_runs(part):
+        return RunSet([Run(r.curriculum, to_space(r.metrics["p"], "logit")) for r in part], runs.n_train)
+
+    direct = build("linear", runs.n_train, unseen="mean").fit(logit_runs(runs[:6]), val=logit_runs(runs[6:8]),
+                                                             l2_grid=[0.5])
+    run = runs[9]
+    expected = from_space(direct.simulate(run.curriculum, to_space(run.metrics["p"][0], "logit")), "logit")
+    np.testing.assert_allclose(sim.simulate(run.curriculum, run.metrics["p"][0]), expected)
