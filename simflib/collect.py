@@ -52,9 +52,9 @@ PROTOCOLS = {
 
 
 GENERATION_BATCH = 32
-"""Test examples decoded together, on every device: greedy generations depend on the batch's padding through float
-rounding, so a fixed batch lets a run be regenerated token for token (on a CPU, one batch of 32 decodes faster than
-two of 16)."""
+"""The number of test examples decoded together, the same on every device. Greedy generations depend on the batch's
+padding through float rounding, so a fixed batch lets a run be regenerated token for token (and on a CPU one batch
+of 32 decodes faster than two of 16)."""
 
 
 @dataclass(frozen=True)

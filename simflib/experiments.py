@@ -38,7 +38,7 @@ PAPER_TASKS = {
     stand_in: {"rte": "RTE", "copa": "COPA", "winogrande": "Winogrande"}[original]
     for original, stand_in in STAND_IN.items()
 }
-"""The paper's name of the task each embedded task stands in for (:data:`simflib.tasks.STAND_IN`)."""
+"""The paper's name of the task each embedded task stands in for (``simflib.tasks.STAND_IN``)."""
 PAPER_METHODS = {"ia3": "IA3", "full": "FMT"}
 """The paper's names of our tuning methods; LoRA has no counterpart in the paper."""
 
@@ -109,7 +109,7 @@ def fit_registered(
         fit: Fit runs.
         val: Validation runs.
         names: Registry names, in table order (default: all, in registry order).
-        metric: What is simulated: ``"loss"``, or a per-example metric the runs record (:meth:`RunSet.metric_names`),
+        metric: What is simulated: ``"loss"``, or a per-example metric the runs record (:meth:`simflib.RunSet.metric_names`),
             simulated by :class:`simflib.simulators.OnMetric` in the bounded ``space`` (``"clip"``, ``"logit"``, or
             ``"auto"``: chosen per simulator on ``val``).
         space: See ``metric``.

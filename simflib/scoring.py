@@ -12,7 +12,7 @@ packages, never by scorers of our own:
 * ``bleu``: sentence BLEU with sacrebleu's default exponential smoothing, against all references (``sacrebleu``).
 
 Every metric lies in [0, 1] (BLEU and the SQuAD scores are divided by 100), so that simulators of bounded metrics
-(:mod:`simflib.simulators.metric`) treat them alike.
+(:class:`simflib.simulators.OnMetric`) treat them alike.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ GENERATION_METRICS: dict[str, tuple[str, ...]] = {
     "nq_open": ("exact_match", "f1"),
     "xsum": ("rouge_l", "bleu"),
 }
-"""The metrics of each generation task's greedy generations: short answers by exact match and token F1, summaries by
+"""Each generation task's metrics, by task name. Short answers are scored by exact match and token F1, summaries by
 ROUGE-L and BLEU."""
 
 

@@ -26,7 +26,8 @@ from simflib.runs import Run, RunSet
 __all__ = ["SPACES", "OnMetric", "from_space", "to_space"]
 
 SPACES = ("clip", "logit")
-"""How a bounded metric is simulated: raw values clipped to the bounds, or in logit space."""
+"""The spaces a bounded metric can be simulated in. In ``"clip"`` the raw values are simulated and clipped to the
+bounds, in ``"logit"`` their logits."""
 
 
 def to_space(values: ArrayLike, space: str, *, eps: float = 0.01) -> NDArray[np.float64]:
@@ -42,7 +43,7 @@ def to_space(values: ArrayLike, space: str, *, eps: float = 0.01) -> NDArray[np.
 
 
 def from_space(values: ArrayLike, space: str) -> NDArray[np.float64]:
-    """Simulated values mapped back to the metric, in [0, 1] (the inverse of :func:`to_space` up to the clip)."""
+    """Simulated values mapped back to the metric, in [0, 1] (the inverse of :func:`simflib.simulators.metric.to_space` up to the clip)."""
     v = np.asarray(values, dtype=np.float64)
     if space == "clip":
         return np.clip(v, 0.0, 1.0)
@@ -52,7 +53,7 @@ def from_space(values: ArrayLike, space: str) -> NDArray[np.float64]:
 
 
 def _mapped(runs: RunSet, space: str, eps: float) -> RunSet:
-    """The runs with their ("loss") values, a metric's trajectories, mapped by :func:`to_space`."""
+    """The runs with their ("loss") values, a metric's trajectories, mapped by :func:`simflib.simulators.metric.to_space`."""
     part = RunSet.__new__(RunSet)
     part._runs = [Run(r.curriculum, to_space(r.losses, space, eps=eps), r.extras) for r in runs]
     part.n_train, part.meta = runs.n_train, dict(runs.meta)
@@ -67,7 +68,7 @@ class OnMetric:
             space tried.
         metric: The metric's name in the runs (:meth:`simflib.RunSet.on_metric`), for labels and errors.
         space: ``"clip"``, ``"logit"``, or ``"auto"`` to choose between them on the validation runs.
-        eps: The clip of :func:`to_space` in logit space.
+        eps: The clip of :func:`simflib.simulators.metric.to_space` in logit space.
 
     Attributes:
         space_: The space chosen by :meth:`fit`.
