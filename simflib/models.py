@@ -501,8 +501,14 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     if labels.dim() == 1:
         return nn.functional.cross_entropy(logits, labels, reduction="none")
     labels = labels[:, : logits.shape[1]]
-    token = nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX)
-    return token.sum(1) / (labels != IGNORE_INDEX).sum(1).clamp(min=1)
+    return _token_cross_entropy(logits, labels).sum(1) / (labels != IGNORE_INDEX).sum(1).clamp(min=1)
+
+
+def _token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, L) cross-entropy of each labelled token (0 where the label is ``IGNORE_INDEX``); labels cut to L."""
+    return nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels[:, : logits.shape[1]], reduction="none", ignore_index=IGNORE_INDEX
+    )
 
 
 def example_losses(model: nn.Module, data: Encoded, *, batch_size: int = 8) -> torch.Tensor:
@@ -596,11 +602,7 @@ def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
         labels: (B, L') token labels, ``IGNORE_INDEX`` where there is no answer token (L' >= L, see
             :func:`per_example_loss`).
     """
-    labels = labels[:, : logits.shape[1]]
-    token = nn.functional.cross_entropy(
-        logits.float().transpose(1, 2), labels, reduction="none", ignore_index=IGNORE_INDEX
-    )
-    return -token.sum(1)
+    return -_token_cross_entropy(logits.float(), labels).sum(1)
 
 
 def option_examples(examples: Sequence[Example]) -> list[Example]:
