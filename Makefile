@@ -30,11 +30,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q --ignore=tests/html -m "not slow"
 
-# Lint, format and type checks of the package (CI runs them).
+# Lint, format and type checks of the package, and the chapters' code formatted to the page (CI runs them).
 lint: $(STAMP)
 	$(BIN)/ruff check simflib
 	$(BIN)/ruff format --check simflib
 	$(BIN)/mypy
+	$(BIN)/python -m simflib.book format --check
 
 book: $(STAMP)
 	$(BIN)/python -m simflib.book build

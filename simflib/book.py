@@ -6,6 +6,7 @@ Chapters are jupytext MyST files under ``book/`` with a ``parameters``-tagged ce
     python -m simflib.book build                                        # every chapter, then HTML
     python -m simflib.book build --smoke                                # tiny parameters (book/smoke.yml)
     python -m simflib.book build --student --reuse                      # solutions hidden
+    python -m simflib.book format [--check]                             # ruff-format the code cells
 
 Executed notebooks go to ``_build/executed/``; the HTML to ``_build/html`` (``_build/student/_build/html`` for
 the student edition). A chapter whose cell fails still leaves its partly executed notebook (for the error report);
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 BUILD = ROOT / "_build"
 EXECUTED = BUILD / "executed"
+CODE_WIDTH = 88
+"""Longest code line of a chapter, characters: what the page shows at 1300 px without cutting it off."""
 
 
 def _yaml() -> Any:
@@ -442,6 +445,46 @@ def write_notebooks(out_dir: str | Path, *, url: str | None = None, book: Path =
     return written
 
 
+def format_cell(source: str, *, width: int = CODE_WIDTH) -> str:
+    """A code cell's source as ``ruff format`` writes it at ``width`` characters."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", f"--line-length={width}", "--stdin-filename=cell.py", "-"],
+        input=source, capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise ValueError(f"ruff cannot format this cell: {done.stderr.strip()}\n{source[:300]}")
+    return done.stdout.rstrip("\n")
+
+
+def format_chapters(names: Sequence[str] | None = None, *, check: bool = False) -> list[str]:
+    """Format every code cell of the chapters with ruff (:data:`CODE_WIDTH`), through jupytext.
+
+    Args:
+        names: Chapters (default: all).
+        check: Only report, change nothing.
+
+    Returns:
+        The chapters whose code was (or, with ``check``, would be) reformatted.
+    """
+    import jupytext
+
+    changed = []
+    for name in names or chapters():
+        path = BOOK / f"{name}.md"
+        notebook = jupytext.read(path)
+        dirty = False
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                formatted = format_cell(cell.source)
+                dirty |= formatted != cell.source
+                cell.source = formatted
+        if dirty:
+            changed.append(name)
+            if not check:
+                jupytext.write(notebook, path, fmt="md:myst")
+    return changed
+
+
 def _parse_value(text: str) -> Any:
     """Parse a ``-p`` value: YAML scalars and lists (``3``, ``1e-3``, ``true``, ``[1, 2]``), else the string."""
     value = _yaml().safe_load(text)
@@ -465,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bld.add_argument("--student", action="store_true", help="hide exercise solutions")
     bld.add_argument("--only", nargs="*", help="chapters to execute (default: all)")
     bld.add_argument("--reuse", action="store_true", help="skip chapters whose executed notebook is up to date")
+    fmt = sub.add_parser("format", help=f"ruff-format the chapters' code cells ({CODE_WIDTH} characters)")
+    fmt.add_argument("--check", action="store_true", help="fail if a chapter is not formatted; change nothing")
     sub.add_parser("list", help="list the chapters")
     nbs = sub.add_parser("notebooks", help="write the chapters as .ipynb for Binder and Colab")
     nbs.add_argument("--out", type=Path, default=BUILD / "notebooks" / "book")
@@ -473,6 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         print("\n".join(chapters()))
         return 0
+    if args.command == "format":
+        changed = format_chapters(check=args.check)
+        verb = "would reformat" if args.check else "reformatted"
+        for name in changed:
+            print(f"[book] {verb} book/{name}.md", file=sys.stderr if args.check else sys.stdout)
+        return 1 if args.check and changed else 0
     if args.command == "notebooks":
         for path in write_notebooks(args.out, url=args.url):
             print(path)

@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"simflib.tasks", "simflib.models", "simflib.gradients", "simflib.scoring", "simflib.executors"},
     {"simflib.baselines", "simflib.influence", "simflib.collect", "simflib.callback", "simflib.tracin",
      "simflib.features"},
-    {"simflib.metrics", "simflib.experiments"},
+    {"simflib.metrics", "simflib.experiments", "simflib.report"},
     {"simflib", "simflib.book", "simflib._launch", "simflib.__main__"},
 ]
 

@@ -1,7 +1,8 @@
 """The built book as a reader sees it: every chapter opens in headless Chromium without errors, broken images or
-empty tables. Runs after a build (``make book`` or ``make book-smoke``); skipped when there is none.
+empty tables; visible code fits its box, table numbers do not wrap at 1300 px, no stray reprs, every figure has a
+numbered caption and alt text. Runs after a build (``make book`` or ``make book-smoke``); skipped when there is none.
 
-Screenshots land in ``_build/screenshots/<chapter>.png``.
+Screenshots land in ``_build/screenshots/<chapter>.png`` (CI keeps them as an artifact).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import json
+from functools import cache
+
 import pytest
 
 from simflib import book
@@ -19,6 +23,11 @@ from simflib import book
 HTML = Path(os.environ.get("SIMFLIB_HTML", book.ROOT / "_build" / "html"))
 SHOTS = book.ROOT / "_build" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+WINDOW = (1300, 2400)  # the reader's window, px
+CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--hide-scrollbars", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+                "--virtual-time-budget=8000"]  # let MathJax typeset before the capture
 PAGES = [name for name in book.chapters()] + ["intro", "glossary", "api"]
 
 pytestmark = pytest.mark.skipif(not (HTML / "intro.html").is_file(), reason="no built book (run make book first)")
@@ -127,10 +136,83 @@ def test_chromium_renders_a_screenshot(name):
     SHOTS.mkdir(parents=True, exist_ok=True)
     shot = SHOTS / f"{name}.png"
     shot.unlink(missing_ok=True)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={SHOTS / '.profile'}", "--hide-scrollbars", "--window-size=1280,2400",
-             "--virtual-time-budget=8000"]  # let MathJax typeset before the capture
+    flags = [*CHROME_FLAGS, f"--user-data-dir={SHOTS / '.profile'}"]
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", (HTML / f"{name}.html").as_uri()],
                    check=True, capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000, f"{name}: Chromium produced no screenshot"
+
+
+def _visible_code_cells(soup):
+    """The input boxes of code cells a reader sees without opening a fold."""
+    return [cell.select_one("div.cell_input pre") for cell in soup.select("div.cell")
+            if not {"tag_hide-input", "tag_remove-input"} & set(cell.get("class", []))
+            and cell.select_one("div.cell_input pre") is not None]
+
+
+@pytest.mark.parametrize("name", book.chapters())
+def test_visible_code_lines_fit_the_page(name):
+    long = [line for pre in _visible_code_cells(_soup(name)) for line in pre.get_text().splitlines()
+            if len(line) > book.CODE_WIDTH]
+    assert not long, f"{name}: {len(long)} visible code lines wider than {book.CODE_WIDTH} characters: {long[:3]}"
+
+
+# Outputs that are the repr of a plotting object (a cell that forgot to end with a statement), not a result.
+REPR = re.compile(r"^\s*\[?<?(Text|matplotlib\.|<matplotlib|Axes|AxesSubplot|Figure size|seaborn\.|"
+                  r"Line2D|<Axes|<Figure|PathCollection|Legend)\b")
+
+
+@pytest.mark.parametrize("name", book.chapters())
+def test_no_stray_repr_output(name):
+    for node in _soup(name).select("div.cell_output .output.text_plain, div.cell_output div.highlight pre"):
+        text = node.get_text()
+        assert not REPR.match(text), f"{name}: a plotting object's repr is shown: {text[:120]!r}"
+
+
+@pytest.mark.parametrize("name", book.chapters())
+def test_every_figure_has_a_numbered_caption_and_alt_text(name):
+    for img in _soup(name).find_all("img"):
+        if "_images" not in img.get("src", ""):
+            continue
+        figure = img.find_parent("figure")
+        assert figure is not None, f"{name}: {img['src']} is a bare cell output, not a figure with a caption"
+        caption = figure.find("figcaption")
+        assert caption is not None and caption.select_one(".caption-number"), f"{name}: {img['src']}: no numbered caption"
+        assert len(caption.get_text(strip=True)) > 20, f"{name}: {img['src']}: the caption says nothing"
+        assert len(img.get("alt", "").strip()) > 10, f"{name}: {img['src']} has no alt text"
+
+
+LAYOUT_JS = Path(__file__).with_name("layout.js")
+
+
+@cache
+def _layout(name: str) -> dict:
+    """What Chromium lays out at the reader's width: table cells whose numbers wrap, visible code boxes that
+    overflow (their widest line)."""
+    probe = HTML / f"_layout_{name}.html"
+    page = (HTML / f"{name}.html").read_text(encoding="utf-8")
+    probe.write_text(page.replace("</body>", f"<script>{LAYOUT_JS.read_text()}</script></body>"), encoding="utf-8")
+    try:
+        dom = subprocess.run([CHROMIUM, *CHROME_FLAGS, f"--user-data-dir={SHOTS / '.profile'}", "--dump-dom",
+                              probe.as_uri()], check=True, capture_output=True, timeout=120, text=True).stdout
+    finally:
+        probe.unlink(missing_ok=True)
+    found = re.search(r'<pre id="simflib-layout"[^>]*>(.*?)</pre>', dom, re.S)
+    assert found, f"{name}: the layout probe did not run"
+    import html
+
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@pytest.mark.parametrize("name", PAGES)
+def test_table_numbers_do_not_wrap(name):
+    layout = _layout(name)
+    assert layout["width"] == WINDOW[0]
+    assert not layout["wrapped"], f"{name}: table cells wrap at {WINDOW[0]} px: {layout['wrapped'][:5]}"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@pytest.mark.parametrize("name", book.chapters())
+def test_visible_code_is_not_cut_off(name):
+    cut = _layout(name)["overflow"]
+    assert not cut, f"{name}: visible code boxes overflow at {WINDOW[0]} px, e.g. {cut[:3]}"
