@@ -32,6 +32,7 @@ __all__ = [
     "best_mask",
     "facet_size",
     "figure",
+    "format_summary",
     "format_table",
     "glue_figure",
     "mean_sd",
@@ -84,8 +85,10 @@ def number(x: Any, *, digits: int = DIGITS, signed: bool = False, percent: bool 
     """
     if digits < 1:
         raise ValueError(f"digits must be positive, got {digits}")
-    if x is None or isinstance(x, str):
-        return DASH if x is None else x
+    if x is None or type(x).__name__ == "NAType":  # None, pandas.NA
+        return DASH
+    if isinstance(x, str):
+        return x
     if isinstance(x, bool):
         return str(x)
     sign = "+" if signed and x > 0 else ""
@@ -247,6 +250,60 @@ def format_table(
     styler = table.style.apply(lambda _: weights, axis=None)
     return styler.set_table_styles(
         [{"selector": "td, th", "props": [("white-space", "nowrap"), ("text-align", "right")]}], overwrite=False
+    )
+
+
+SUMMARY_GOALS: dict[str, Goal] = {
+    "all_steps_mse": "min",
+    "final_step_spearman": "max",
+    "final_step_lds": "max",
+    "mse_improvement": "max",
+}
+"""The columns of :func:`simflib.summarize` a results table shows, and which way is better."""
+
+
+def format_summary(
+    summary: pd.DataFrame,
+    extra: Sequence[str] = (),
+    *,
+    by: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    best: Mapping[str, Goal] | None = None,
+    digits: int = DIGITS,
+) -> Styler:
+    """:func:`format_table` of a :func:`simflib.summarize` frame: the columns of :data:`SUMMARY_GOALS` it has, then
+    ``extra``, the best of each marked.
+
+    Rows whose label ends with "*" (σ-rescaled rows, which use the ground truth) are never marked best; the
+    improvement over the curriculum-blind baseline is shown as a signed percentage.
+
+    Args:
+        summary: Output of :func:`simflib.summarize` (possibly with more columns).
+        extra: Further columns to show after the summary's.
+        by: Group within which the best is chosen (e.g. ``"setting"``).
+        headers: Headers of the extra columns.
+        best: Goals of extra columns, ``{column: "min" | "max"}``.
+        digits: Significant digits.
+
+    Returns:
+        The styled table.
+    """
+    columns = [c for c in SUMMARY_GOALS if c in summary.columns or f"{c}_mean" in summary.columns]
+    goals = {c: SUMMARY_GOALS[c] for c in columns} | dict(best or {})
+    labels = (
+        summary.index.get_level_values("simulator") if "simulator" in (summary.index.names or []) else summary.index
+    )
+    starred = [label for label in labels if str(label).endswith("*")]
+    return format_table(
+        summary,
+        [*columns, *extra],
+        best=goals,
+        by=by,
+        exclude=starred,
+        percent=["mse_improvement"],
+        signed=["mse_improvement"],
+        headers=headers,
+        digits=digits,
     )
 
 

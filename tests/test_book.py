@@ -190,3 +190,65 @@ def test_built_launch_buttons_open_the_notebooks(tmp_path):
     binder = "https://mybinder.org/v2/gh/someone/simflib/notebooks?urlpath=lab/tree/book/chapter.ipynb"
     assert colab in html and binder in html
     assert "book/chapter.md" not in html.replace("_sources/chapter.md", "")
+
+
+# What a reader sees (CONTRIBUTING.md, "What a reader sees"): code that only draws, builds tables or glues is
+# folded; the parameters cell and the cells that use simflib stay open.
+PRESENTATION_CALLS = ("report.figure(", "report.glue_figure(", "plt.", "sns.")
+
+
+def _code_cells(name):
+    return [cell for cell in jupytext.read(book.BOOK / f"{name}.md").cells if cell.cell_type == "code"]
+
+
+def _only_glue(source: str) -> bool:
+    import ast
+
+    body = ast.parse(source).body
+    return bool(body) and all(
+        isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "glue"
+        or isinstance(node, ast.For | ast.If) and _only_glue(ast.unparse(node.body))
+        for node in body
+    )
+
+
+@pytest.mark.parametrize("name", book.chapters())
+def test_presentation_cells_are_folded_and_the_parameters_are_not(name):
+    for cell in _code_cells(name):
+        tags = set(cell.metadata.get("tags", []))
+        if "parameters" in tags:
+            assert "hide-input" not in tags, f"{name}: the parameters cell must stay visible"
+            continue
+        draws = any(call in cell.source for call in PRESENTATION_CALLS)
+        if draws or _only_glue(cell.source):
+            assert "hide-input" in tags, f"{name}: a cell that only presents results is not folded:\n{cell.source[:200]}"
+
+
+@pytest.mark.parametrize("name", book.chapters())
+def test_every_drawn_figure_is_glued_under_a_caption(name):
+    text = (book.BOOK / f"{name}.md").read_text()
+    for cell in _code_cells(name):
+        if "report.figure(" in cell.source or "sns.relplot(" in cell.source or "sns.catplot(" in cell.source:
+            assert "report.glue_figure(" in cell.source, f"{name}: a figure that is not glued:\n{cell.source[:200]}"
+    import re
+
+    glued = re.findall(r'report\.glue_figure\("([^"]+)"', text)
+    placed = re.findall(r"```\{glue:figure\} (\S+)\n:name: (\S+)\n:alt: (.+)\n\n(.+)", text)
+    assert sorted(glued) == sorted(key for key, *_ in placed), f"{name}: glued and placed figures differ"
+    for key, anchor, alt, caption in placed:
+        assert anchor == key, f"{name}: figure {key} is named {anchor}"
+        assert len(alt) > 20 and len(caption) > 20, f"{name}: figure {key} lacks alt text or a caption"
+
+
+def test_chapters_are_formatted_to_the_page():
+    unformatted = book.format_chapters(check=True)
+    assert not unformatted, f"run `python -m simflib.book format`: {unformatted}"
+
+
+def test_format_cell_wraps_to_the_page_width():
+    long = "result = some_function(first_argument, second_argument, third_argument, fourth_argument, fifth)"
+    formatted = book.format_cell(long)
+    assert formatted != long and all(len(line) <= book.CODE_WIDTH for line in formatted.splitlines())
+    assert book.format_cell(formatted) == formatted
+    with pytest.raises(ValueError, match="cannot format"):
+        book.format_cell("def broken(:\n    pass")

@@ -29,6 +29,7 @@ from simflib import report
         (-0.5, {"percent": True, "signed": True}, "-50.0%"),
         (float("nan"), {}, report.DASH),
         (None, {}, report.DASH),
+        (pd.NA, {}, report.DASH),
         (float("inf"), {}, "\u221e"),
     ],
 )
