@@ -191,6 +191,8 @@ def format_table(
     """
     import pandas as pd
 
+    if not (frame.index.is_unique and frame.columns.is_unique):
+        raise ValueError("format_table: the frame's index and columns must be unique (a table row per label)")
     best = dict(best or {})
     percent, signed, excluded = set(percent), set(signed), set(exclude)
     if columns is None:

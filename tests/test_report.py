@@ -145,3 +145,27 @@ def test_glue_figure_refuses_unlabelled_axes():
     ax.plot([0, 1], [0, 1])
     with pytest.raises(ValueError, match="'fig-x'.*panel 1: x, panel 1: y"):
         report.glue_figure("fig-x", fig)
+
+
+def test_format_summary_never_marks_ground_truth_rows_and_shows_percentages():
+    summary = pd.DataFrame(
+        {
+            "all_steps_mse_mean": [0.3, 0.2, 0.1],
+            "all_steps_mse_std": [0.01, 0.01, 0.01],
+            "final_step_lds": [np.nan, 0.4, 0.9],
+            "mse_improvement": [0.0, 0.33, 0.66],
+            "runs": [10, 10, 10],
+        },
+        index=pd.Index(["blind", "Linear", "TracIn, σ-rescaled*"], name="simulator"),
+    )
+    styler = report.format_summary(summary)
+    assert list(styler.data.columns) == ["MSE (all steps)", "LDS (final step)", "vs blind"]
+    bold = {(r, c) for (r, c), props in styler._compute().ctx.items() if ("font-weight", "bold") in props}
+    assert bold == {(1, 0), (1, 1), (1, 2)}  # the starred row is better on all three, but uses the ground truth
+    assert list(styler.data["vs blind"]) == ["0%", "+33.0%", "+66.0%"]
+
+
+def test_format_table_refuses_a_non_unique_index():
+    frame = pd.DataFrame({"x": [1.0, 2.0]}, index=["a", "a"])
+    with pytest.raises(ValueError, match="unique"):
+        report.format_table(frame)

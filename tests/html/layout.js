@@ -1,8 +1,10 @@
 window.addEventListener('load', () => {
   const out = {wrapped: [], overflow: [], width: window.innerWidth};
-  document.querySelectorAll('table td, table th').forEach(cell => {
+  // A number, a percentage or a mean ± sd (as simflib.report writes them).
+  const number = /^[-+\u2212]?\d[\d.,]*(e[-+]?\d+)?%?(\s*\u00b1\s*\d[\d.,]*(e[-+]?\d+)?)?$/;
+  document.querySelectorAll('div.cell_output table td, div.cell_output table th').forEach(cell => {
     const text = cell.innerText.trim();
-    if (!/\d/.test(text)) return;
+    if (!number.test(text)) return;
     const range = document.createRange();
     range.selectNodeContents(cell);
     const tops = Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => r.top).sort((a, b) => a - b);

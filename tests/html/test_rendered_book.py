@@ -81,41 +81,50 @@ def test_figures_decode_and_are_not_blank(name):
 GLUE_TEXT = re.compile(r"\{glue:text\}`([^`]+)`")
 
 
-@pytest.mark.parametrize("name", book.chapters())
-def test_rendered_numbers_are_the_glued_values(name):
-    """Every ``{glue:text}`` role of a chapter's prose shows, in order, the value its executed notebook recorded,
-    formatted as the role asks: no number on the page is typed, lost or stale."""
+def _glued(name: str) -> dict:
+    """The values a chapter's executed notebook glued, by key (text/plain)."""
     jupytext = pytest.importorskip("jupytext")
-    from myst_nb.core.variables import format_plain_text
-
     executed = book.EXECUTED / f"{name}.ipynb"
     if not executed.is_file():
         pytest.skip(f"{name} was not executed in this build")
-    notebook = jupytext.read(executed)
     recorded = {}
-    for cell in notebook.cells:
+    for cell in jupytext.read(executed).cells:
         for output in cell.get("outputs", []):
             key = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            if key is not None:
+            if key is not None and "application/papermill.record/text/plain" in output["data"]:
                 recorded[key] = output["data"]["application/papermill.record/text/plain"]
+    return recorded
+
+
+@pytest.mark.parametrize("name", [*book.chapters(), "intro"])
+def test_rendered_numbers_are_the_glued_values(name):
+    """Every ``{glue:text}`` role of a page's prose shows, in order, the value its executed notebook (or, for
+    ``other.ipynb::key``, the other chapter's) recorded, formatted as the role asks: no number on the page is
+    typed, lost or stale."""
+    jupytext = pytest.importorskip("jupytext")
+    from myst_nb.core.variables import format_plain_text
+
     source = jupytext.read(book.BOOK / f"{name}.md")
     expected = []
     for cell in source.cells:
         if cell.cell_type != "markdown":
             continue
         for role in GLUE_TEXT.findall(cell.source):
-            key, _, spec = role.partition(":")
-            assert key in recorded, f"{name}: the prose pastes {key!r}, which the notebook never glued"
+            doc, _, rest = role.rpartition("::")
+            page = doc.removesuffix(".ipynb") if doc else name
+            key, _, spec = rest.partition(":")
+            recorded = _glued(page)
+            assert key in recorded, f"{name}: the prose pastes {key!r}, which {page} never glued"
             expected.append(format_plain_text(recorded[key], spec or "s"))
     plain = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2013": "--", "\u2014": "---"})
     shown = [span.get_text().translate(plain) for span in _soup(name).select("span.pasted-text")]
-    assert shown == expected, f"{name}: the page shows other values than the notebook glued"
+    assert shown == expected, f"{name}: the page shows other values than the notebooks glued"
 
 
 @pytest.mark.parametrize("name", book.chapters())
 def test_chapters_that_plot_show_their_figures(name):
     source = (book.BOOK / f"{name}.md").read_text()
-    plotted = len(re.findall(r"plt\.subplots\(|sns\.(?:relplot|catplot|displot|lmplot)\(", source))
+    plotted = len(re.findall(r"report\.glue_figure\(", source))
     if plotted == 0:
         pytest.skip(f"{name} draws no figure")
     images = [img for img in _soup(name).find_all("img") if "_images" in img.get("src", "")]
@@ -206,6 +215,7 @@ def _layout(name: str) -> dict:
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 @pytest.mark.parametrize("name", PAGES)
 def test_table_numbers_do_not_wrap(name):
+    """Numbers in result tables (a number, a percentage, mean ± sd) stay on one line; prose tables may wrap."""
     layout = _layout(name)
     assert layout["width"] == WINDOW[0]
     assert not layout["wrapped"], f"{name}: table cells wrap at {WINDOW[0]} px: {layout['wrapped'][:5]}"
