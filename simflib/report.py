@@ -52,6 +52,8 @@ HEADERS: dict[str, str] = {
     "final_step_spearman": "Spearman (final step)",
     "final_step_lds": "LDS (final step)",
     "all_steps_lds": "LDS (all steps)",
+    "mse_shared": "MSE, shared part",
+    "mse_specific": "MSE, curriculum-specific part",
     "mse_improvement": "vs blind",
     "runs": "runs",
 }
@@ -249,10 +251,15 @@ def format_table(
         },
         index=frame.index,
     )
+    numeric = [names.get(c, c) for c in columns if _numeric_column(values[c])]
     styler = table.style.apply(lambda _: weights, axis=None)
-    return styler.set_table_styles(
-        [{"selector": "td, th", "props": [("white-space", "nowrap"), ("text-align", "right")]}], overwrite=False
-    )
+    return styler.set_properties(subset=numeric, **{"white-space": "nowrap", "text-align": "right"})
+
+
+def _numeric_column(column: pd.Series) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(column)) and not pd.api.types.is_bool_dtype(column)
 
 
 SUMMARY_GOALS: dict[str, Goal] = {

@@ -102,7 +102,7 @@ def test_format_table_marks_the_best_per_setting_from_the_numbers():
     assert (float(left), float(right)) == (float(f"{mean:.3g}"), float(f"{sd:.3g}"))
     assert shown.iloc[0, 1] == report.DASH
     assert all(v.startswith(("+", "-")) and v.endswith("%") for v in shown["vs blind"])
-    assert "white-space: nowrap" in styler.to_html()
+    assert "white-space: nowrap" in styler.to_html()  # the number columns
 
 
 def test_format_table_merges_mean_and_sd_by_default_and_rejects_unknown_columns():

@@ -223,6 +223,13 @@ def test_table_numbers_do_not_wrap(name):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 @pytest.mark.parametrize("name", book.chapters())
+def test_result_tables_fit_the_page(name):
+    wide = _layout(name)["wide"]
+    assert not wide, f"{name}: result tables wider than the page at {WINDOW[0]} px (headers: {wide[:3]})"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@pytest.mark.parametrize("name", book.chapters())
 def test_visible_code_is_not_cut_off(name):
     cut = _layout(name)["overflow"]
     assert not cut, f"{name}: visible code boxes overflow at {WINDOW[0]} px, e.g. {cut[:3]}"
