@@ -47,9 +47,9 @@ book-smoke: $(STAMP)
 check-html: $(STAMP)
 	$(BIN)/python -m pytest -q tests/html
 
-# Student edition: exercise solutions hidden; reuses chapters executed by `make book` when up to date.
+# Student edition: exercise solutions hidden; re-uses the chapters `make book` executed (execution cache).
 book-student: $(STAMP)
-	$(BIN)/python -m simflib.book build --student --reuse
+	$(BIN)/python -m simflib.book build --student
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py

@@ -3,19 +3,22 @@
 Chapters are jupytext MyST files under ``book/`` with a ``parameters``-tagged cell. Usage::
 
     python -m simflib.book run simulation_task -p n_runs 16 -p seed 3   # one chapter, with overrides
-    python -m simflib.book build                                        # every chapter, then HTML
+    python -m simflib.book build                                        # chapters that changed, then HTML
+    python -m simflib.book build --force                                # every chapter from scratch
     python -m simflib.book build --smoke                                # tiny parameters (book/smoke.yml)
-    python -m simflib.book build --student --reuse                      # solutions hidden
+    python -m simflib.book build --student                              # solutions hidden
     python -m simflib.book format [--check]                             # ruff-format the code cells
 
 Executed notebooks go to ``_build/executed/``; the HTML to ``_build/html`` (``_build/student/_build/html`` for
-the student edition). A chapter whose cell fails still leaves its partly executed notebook (for the error report);
+the student edition). A chapter is executed again only when its code, its parameters, the library or the data it
+read changed (:mod:`simflib.bookcache`); a prose edit re-uses its outputs. A chapter whose cell fails still leaves its partly executed notebook (for the error report);
 the build then fails after the HTML is made, so every failure is visible at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -82,8 +85,20 @@ def run_chapter(
     book: Path = BOOK,
     output_dir: Path = EXECUTED,
     kernel: str = "python3",
+    record: Path | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Execute one chapter with papermill, injecting ``parameters`` after its ``parameters`` cell.
+
+    Args:
+        name: The chapter.
+        parameters: Overrides of its parameters.
+        book: The book's folder.
+        output_dir: Where the executed notebook goes.
+        kernel: The Jupyter kernel.
+        record: If given, the files and folders the chapter reads are written to this JSON file (for the
+            execution cache; the recording cells are removed from the executed notebook).
+        threads: Threads of the chapter's numerical libraries (``OMP_NUM_THREADS``); default theirs.
 
     Returns:
         Path of the executed notebook.
@@ -104,16 +119,40 @@ def run_chapter(
     check_parameters(name, parameters or {}, _declared_parameters(notebook, name))
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / f"{name}.ipynb"
-    papermill.execute_notebook(
-        notebook,
-        str(out),
-        parameters=dict(parameters or {}),
-        kernel_name=kernel,
-        cwd=str(book),
-        progress_bar=False,
-        log_output=False,
-    )
+    if record is not None or threads is not None:
+        import nbformat
+
+        from simflib import bookcache
+
+        tag = {"tags": [bookcache.CACHE_TAG]}
+        first = bookcache.RECORD_CELL.format(root=str(ROOT), threads=threads)
+        notebook.cells.insert(0, nbformat.v4.new_code_cell(first, metadata=tag))
+        if record is not None:
+            notebook.cells.append(nbformat.v4.new_code_cell(bookcache.WRITE_CELL.format(out=str(record)), metadata=tag))
+    try:
+        papermill.execute_notebook(
+            notebook,
+            str(out),
+            parameters=dict(parameters or {}),
+            kernel_name=kernel,
+            cwd=str(book),
+            progress_bar=False,
+            log_output=False,
+        )
+    finally:
+        if (record is not None or threads is not None) and out.is_file():
+            _strip_cache_cells(out)
     return out
+
+
+def _strip_cache_cells(path: Path) -> None:
+    import nbformat
+
+    from simflib import bookcache
+    from simflib.storage import atomic_write
+
+    notebook = bookcache.strip_cache_cells(nbformat.read(path, as_version=4))
+    atomic_write(path, partial(_write_bytes, nbformat.writes(notebook).encode()))
 
 
 _UNKNOWN = object()  # a default that is not a literal (its type is not checked)
@@ -196,34 +235,70 @@ def execution_failed(path: Path) -> bool:
     return any(o.get("output_type") == "error" for c in notebook.cells for o in c.get("outputs", []))
 
 
-def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | None = None, reuse: bool = False) -> int:
-    """Execute chapters, stage the sources, and build the HTML. Returns a process exit code.
+def build(
+    *,
+    smoke: bool = False,
+    student: bool = False,
+    only: Sequence[str] | None = None,
+    cache: bool = True,
+    threads: int | None = None,
+) -> int:
+    """Execute the chapters that changed, stage the sources, and build the HTML. Returns a process exit code.
 
     Args:
         smoke: Use the tiny parameters of ``book/smoke.yml``.
         student: Build the student edition (exercise solutions hidden) into ``_build/student``.
-        only: Chapters to execute (default: all).
-        reuse: Skip chapters whose executed notebook is newer than their source and ran without error.
+        only: Chapters to consider for execution (default: all).
+        cache: Re-use a chapter's last execution when its code, parameters, the library and the data it read are
+            unchanged (:mod:`simflib.bookcache`); its prose is refreshed from the source. False: execute all.
+        threads: Threads of each chapter's numerical libraries (default: every core).
     """
+    import jupytext
+    import nbformat
+
+    from simflib import bookcache
+    from simflib.storage import atomic_write
+
     names = list(only) if only else chapters()
     overrides = smoke_parameters() if smoke else {}
+    threads = threads or os.cpu_count() or 1
+    library = bookcache.library_digests(ROOT)
     failures: list[str] = []
     for name in names:
         executed = EXECUTED / f"{name}.ipynb"
-        fresh = executed.is_file() and executed.stat().st_mtime > (BOOK / f"{name}.md").stat().st_mtime
-        if reuse and fresh and not execution_failed(executed):
-            print(f"[book] {name}: reused {executed.relative_to(ROOT)}", flush=True)
+        source = jupytext.read(BOOK / f"{name}.md")
+        code, params = bookcache.code_digest(source), bookcache.parameters_digest(overrides.get(name))
+        if cache:
+            failed = executed.is_file() and execution_failed(executed)
+            reasons = bookcache.stale_reasons(
+                executed, root=ROOT, code=code, parameters=params, library=library, failed=failed
+            )
+        else:
+            reasons = ["--force"]
+        if not reasons:
+            merged = bookcache.merge_outputs(source, nbformat.read(executed, as_version=4))
+            atomic_write(executed, partial(_write_bytes, nbformat.writes(merged).encode()))
+            print(f"[book] {name}: re-used (code, parameters, library and data unchanged)", flush=True)
             continue
+        print(f"[book] {name}: executing ({'; '.join(reasons)})", flush=True)
+        bookcache.cache_path(executed).unlink(missing_ok=True)
+        record = EXECUTED / f"{name}.reads.json"
         start = time.perf_counter()
         try:
-            run_chapter(name, overrides.get(name))
+            run_chapter(name, overrides.get(name), record=record, threads=threads)
             status = "ok"
         except Exception as err:  # noqa: BLE001 - report every failing chapter, then fail the build
             ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)  # papermill's execution error
             detail = f"{ename}: {evalue}" if ename else f"{type(err).__name__}: {err}"
             failures.append(f"{name}: {detail} (see _build/executed/{name}.ipynb)")
             status = "FAILED"
-        print(f"[book] {name}: {status} ({time.perf_counter() - start:.1f} s)", flush=True)
+        seconds = time.perf_counter() - start
+        if status == "ok" and record.is_file():
+            bookcache.save_entry(
+                executed, root=ROOT, code=code, parameters=params, library=library, recorded=record, seconds=seconds
+            )
+        record.unlink(missing_ok=True)
+        print(f"[book] {name}: {status} ({seconds:.1f} s)", flush=True)
     staged = _stage(chapters(), student=student)
     mathjax = _local_mathjax(staged)
     # jupyter-book writes to <path-output>/_build/html.
@@ -234,11 +309,11 @@ def build(*, smoke: bool = False, student: bool = False, only: Sequence[str] | N
         "--config", str(config), "--toc", str(staged / "_toc.yml"), "--path-output", str(out),
         "--all", "-W", "-n", "--keep-going",
     ]  # fmt: skip
-    code = subprocess.call(cmd)
+    exit_code = subprocess.call(cmd)
     if failures:
         print("[book] chapters that failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
-    return code
+    return exit_code
 
 
 def _stage(names: Sequence[str], *, student: bool = False) -> Path:
@@ -507,7 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bld.add_argument("--smoke", action="store_true", help="tiny parameters from book/smoke.yml")
     bld.add_argument("--student", action="store_true", help="hide exercise solutions")
     bld.add_argument("--only", nargs="*", help="chapters to execute (default: all)")
-    bld.add_argument("--reuse", action="store_true", help="skip chapters whose executed notebook is up to date")
+    bld.add_argument("--force", action="store_true", help="execute every chapter, ignoring the execution cache")
+    bld.add_argument("--threads", type=int, help="threads per chapter for torch and numpy (default: every core)")
     fmt = sub.add_parser("format", help=f"ruff-format the chapters' code cells ({CODE_WIDTH} characters)")
     fmt.add_argument("--check", action="store_true", help="fail if a chapter is not formatted; change nothing")
     sub.add_parser("list", help="list the chapters")
@@ -533,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = run_chapter(args.chapter, params, output_dir=args.output_dir)
         print(out)
         return 0
-    return build(smoke=args.smoke, student=args.student, only=args.only, reuse=args.reuse)
+    return build(smoke=args.smoke, student=args.student, only=args.only, cache=not args.force, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"simflib.baselines", "simflib.influence", "simflib.collect", "simflib.callback", "simflib.tracin",
      "simflib.features"},
     {"simflib.metrics", "simflib.experiments", "simflib.report"},
-    {"simflib", "simflib.book", "simflib._launch", "simflib.__main__"},
+    {"simflib", "simflib.book", "simflib.bookcache", "simflib._launch", "simflib.__main__"},
 ]
 
 

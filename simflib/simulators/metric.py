@@ -48,7 +48,9 @@ def from_space(values: ArrayLike, space: str) -> NDArray[np.float64]:
     if space == "clip":
         return np.clip(v, 0.0, 1.0)
     if space == "logit":
-        return 1.0 / (1.0 + np.exp(-v))
+        from scipy.special import expit  # the logistic function without overflow for large |v|
+
+        return np.asarray(expit(v), dtype=np.float64)
     raise ValueError(f"unknown space {space!r}; known: {', '.join(SPACES)}")
 
 

@@ -171,6 +171,14 @@ REPR = re.compile(r"^\s*\[?<?(Text|matplotlib\.|<matplotlib|Axes|AxesSubplot|Fig
 
 
 @pytest.mark.parametrize("name", book.chapters())
+def test_no_warning_is_shown(name):
+    """A warning on the page is either a problem to fix or an expected one to filter, with a comment, in the
+    cell: never something a reader has to judge."""
+    for node in _soup(name).select(".output.stderr"):
+        assert not re.search(r"Warning\b", node.get_text()), f"{name}: a warning is shown: {node.get_text()[:300]!r}"
+
+
+@pytest.mark.parametrize("name", book.chapters())
 def test_no_stray_repr_output(name):
     for node in _soup(name).select("div.cell_output .output.text_plain, div.cell_output div.highlight pre"):
         text = node.get_text()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,9 @@ def test_spaces_invert_each_other_within_the_bounds():
     np.testing.assert_allclose(from_space(to_space(v, "logit", eps=0.01), "logit"), np.clip(v, 0.01, 0.99))
     np.testing.assert_array_equal(from_space(to_space(v, "clip"), "clip"), v)
     np.testing.assert_array_equal(from_space(np.array([-0.5, 1.5]), "clip"), [0.0, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # far outside the fitted range: 0 and 1, without an overflow warning
+        np.testing.assert_array_equal(from_space(np.array([-1e4, 1e4]), "logit"), [0.0, 1.0])
     with pytest.raises(ValueError, match="unknown space"):
         to_space(v, "probit")
 
