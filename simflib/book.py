@@ -34,7 +34,7 @@ BOOK = ROOT / "book"
 BUILD = ROOT / "_build"
 EXECUTED = BUILD / "executed"
 CODE_WIDTH = 88
-"""Longest code line of a chapter, characters: what the page shows at 1300 px without cutting it off."""
+"""The longest code line of a chapter, in characters (what the page shows at 1300 px without cutting it off)."""
 
 
 def _yaml() -> Any:

@@ -8,7 +8,7 @@ What a chapter's results depend on, and what the cache compares (stored beside t
 - its parameters (the smoke build's overrides, or none);
 - the library: every file of the ``simflib`` package and ``pyproject.toml`` (the pinned versions), by content;
 - the data it read: every file under the repository that the chapter's kernel opened for reading, and every folder
-  it listed, recorded while it ran by an audit hook (:data:`RECORD_CELL`), by content (folders: by their names).
+  it listed, recorded while it ran by an audit hook (:data:`simflib.bookcache.RECORD_CELL`), by content (folders: by their names).
 
 A chapter whose last execution failed is never reused. :func:`stale_reasons` says why a chapter must run again.
 """
@@ -63,12 +63,15 @@ def _simflib_audit(event, args):
 
 _sys.addaudithook(_simflib_audit)
 """
+"""The first cell of a chapter executed for the cache. Its audit hook records every file opened for reading and every
+folder listed; it also sets the threads of the numerical libraries (``threads``, before they are imported)."""
 
 WRITE_CELL = """\
 import json as _json
 with open({out!r}, "w") as _f:
     _json.dump({{"reads": sorted(_simflib_reads), "listed": sorted(_simflib_listed)}}, _f)
 """
+"""The last cell of a chapter executed for the cache. It writes what :data:`simflib.bookcache.RECORD_CELL` recorded."""
 
 # Files the library digest covers, or that change on every build: never counted as data.
 _NOT_DATA = ("simflib", "_build", ".venv", ".git", "book", "pyproject.toml")
@@ -152,7 +155,7 @@ def save_entry(
         code: :func:`code_digest` of the chapter as executed.
         parameters: :func:`parameters_digest` of its overrides.
         library: :func:`library_digests` at execution.
-        recorded: The JSON file the chapter's :data:`WRITE_CELL` wrote.
+        recorded: The JSON file the chapter's :data:`simflib.bookcache.WRITE_CELL` wrote.
         seconds: Execution time.
 
     Returns:

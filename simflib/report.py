@@ -1,6 +1,6 @@
 """How the book shows results: one number format, one table formatter and one figure style for every chapter.
 
-Tables: :func:`format_table` turns a frame of numbers (for instance :func:`simflib.summarize`'s) into a styled table
+Tables: :func:`format_table` turns a frame of numbers (for instance :func:`simflib.metrics.summarize`'s) into a styled table
 with a fixed number of significant digits (:func:`number`), mean ± sd in one cell that does not wrap
 (:func:`mean_sd`), "–" for undefined values, readable headers (:data:`HEADERS`) and the best value of each column
 marked in bold, chosen from the numbers (within each setting when rows belong to several).
@@ -28,6 +28,7 @@ __all__ = [
     "HEADERS",
     "PALETTE",
     "ROW_HEIGHT",
+    "SUMMARY_GOALS",
     "WIDTH",
     "best_mask",
     "facet_size",
@@ -38,6 +39,7 @@ __all__ = [
     "mean_sd",
     "number",
     "set_style",
+    "unlabelled_axes",
 ]
 
 DIGITS = 3
@@ -57,11 +59,11 @@ HEADERS: dict[str, str] = {
     "mse_improvement": "vs blind",
     "runs": "runs",
 }
-"""Readable headers of :func:`simflib.summarize`'s column names (any other name is shown as it is)."""
+"""Readable headers of :func:`simflib.metrics.summarize`'s column names (any other name is shown as it is)."""
 
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-"""Okabe & Ito's colour-blind-safe palette: blue, orange, bluish green, vermillion, reddish purple, sky blue,
-yellow, black."""
+"""The Okabe–Ito palette, safe for colour-blind readers (blue, orange, bluish green, vermillion, reddish purple, sky
+blue, yellow, black)."""
 WIDTH = 8.0
 """Width of every figure, inches."""
 ROW_HEIGHT = 3.2
@@ -174,7 +176,7 @@ def format_table(
     """A frame of numbers as the book's table.
 
     A column ``x`` is shown as "mean ± sd" when the frame has ``x_mean`` and ``x_std`` (as
-    :func:`simflib.summarize` returns), else as the number ``x``; text columns are shown as they are.
+    :func:`simflib.metrics.summarize` returns), else as the number ``x``; text columns are shown as they are.
 
     Args:
         frame: One row per row of the table (its index labels the rows).
@@ -268,7 +270,7 @@ SUMMARY_GOALS: dict[str, Goal] = {
     "final_step_lds": "max",
     "mse_improvement": "max",
 }
-"""The columns of :func:`simflib.summarize` a results table shows, and which way is better."""
+"""The columns of :func:`simflib.metrics.summarize` a results table shows, and which way is better."""
 
 
 def format_summary(
@@ -280,14 +282,14 @@ def format_summary(
     best: Mapping[str, Goal] | None = None,
     digits: int = DIGITS,
 ) -> Styler:
-    """:func:`format_table` of a :func:`simflib.summarize` frame: the columns of :data:`SUMMARY_GOALS` it has, then
+    """:func:`format_table` of a :func:`simflib.metrics.summarize` frame: the columns of :data:`simflib.report.SUMMARY_GOALS` it has, then
     ``extra``, the best of each marked.
 
     Rows whose label ends with "*" (σ-rescaled rows, which use the ground truth) are never marked best; the
     improvement over the curriculum-blind baseline is shown as a signed percentage.
 
     Args:
-        summary: Output of :func:`simflib.summarize` (possibly with more columns).
+        summary: Output of :func:`simflib.metrics.summarize` (possibly with more columns).
         extra: Further columns to show after the summary's.
         by: Group within which the best is chosen (e.g. ``"setting"``).
         headers: Headers of the extra columns.
