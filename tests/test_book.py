@@ -240,6 +240,16 @@ def test_every_drawn_figure_is_glued_under_a_caption(name):
         assert len(alt) > 20 and len(caption) > 20, f"{name}: figure {key} lacks alt text or a caption"
 
 
+@pytest.mark.parametrize("name", book.chapters())
+def test_visible_code_lines_fit_the_page(name):
+    """ruff cannot split a long string or comment: such lines are split by hand (the HTML check sees the page)."""
+    for cell in _code_cells(name):
+        if "hide-input" in cell.metadata.get("tags", []):
+            continue
+        long = [line for line in cell.source.splitlines() if len(line) > book.CODE_WIDTH]
+        assert not long, f"{name}: visible code lines wider than {book.CODE_WIDTH} characters: {long}"
+
+
 def test_chapters_are_formatted_to_the_page():
     unformatted = book.format_chapters(check=True)
     assert not unformatted, f"run `python -m simflib.book format`: {unformatted}"
