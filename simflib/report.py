@@ -395,23 +395,16 @@ def unlabelled_axes(fig: Figure) -> list[str]:
         spec = ax.get_subplotspec()
         last_row = spec is None or spec.is_last_row()
         first_col = spec is None or spec.is_first_col()
-        if (
-            last_row
-            and not sup_x
-            and not ax.get_xlabel()
-            and _numeric_ticks(ax.get_xticklabels())
-            and ax.xaxis.get_visible()
-        ):
-            missing.append(f"panel {k}: x")
-        if (
-            first_col
-            and not sup_y
-            and not ax.get_ylabel()
-            and _numeric_ticks(ax.get_yticklabels())
-            and ax.yaxis.get_visible()
-        ):
-            missing.append(f"panel {k}: y")
+        for axis, outer, sup in (("x", last_row, sup_x), ("y", first_col, sup_y)):
+            if outer and not sup and _unlabelled(ax, axis):
+                missing.append(f"panel {k}: {axis}")
     return missing
+
+
+def _unlabelled(ax: Axes, axis: str) -> bool:
+    """Whether the axis shows numbers (and is visible) without a label."""
+    along = ax.xaxis if axis == "x" else ax.yaxis
+    return along.get_visible() and not along.get_label_text() and _numeric_ticks(along.get_ticklabels())
 
 
 def _is_colorbar(ax: Axes) -> bool:
