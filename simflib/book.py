@@ -251,7 +251,8 @@ def build(
         only: Chapters to consider for execution (default: all).
         cache: Re-use a chapter's last execution when its code, parameters, the library and the data it read are
             unchanged (:mod:`simflib.bookcache`); its prose is refreshed from the source. False: execute all.
-        threads: Threads of each chapter's numerical libraries (default: every core).
+        threads: Threads of each chapter's numerical libraries (default: ``OMP_NUM_THREADS`` if set, else every
+            core).
     """
     import jupytext
     import nbformat
@@ -261,7 +262,7 @@ def build(
 
     names = list(only) if only else chapters()
     overrides = smoke_parameters() if smoke else {}
-    threads = threads or os.cpu_count() or 1
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or os.cpu_count() or 1
     library = bookcache.library_digests(ROOT)
     failures: list[str] = []
     for name in names:

@@ -48,7 +48,7 @@ _simflib_reads, _simflib_listed = set(), set()
 _simflib_root = {root!r}
 _simflib_threads = {threads!r}
 if _simflib_threads:
-    _os.environ.setdefault("OMP_NUM_THREADS", str(_simflib_threads))
+    _os.environ["OMP_NUM_THREADS"] = str(_simflib_threads)
 
 
 def _simflib_audit(event, args):

@@ -136,3 +136,27 @@ def test_a_chapter_records_the_data_it_reads_and_keeps_no_trace_of_it(tmp_path):
     target = root / "data" / "runs" / setting / "run-00000.npz"
     target.write_bytes(target.read_bytes() + b"\0")
     assert bookcache.stale_reasons(out, **now) == [f"data it read changed (data/runs/{setting}/run-00000.npz)"]
+
+
+def test_the_record_cells_see_reads_and_listings_not_writes_and_set_the_threads(tmp_path):
+    """The two cells run in a fresh interpreter (an audit hook cannot be removed from the test process)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "read.txt").write_text("x")
+    out = tmp_path / "seen.json"
+    program = "\n".join([
+        bookcache.RECORD_CELL.format(root=str(tmp_path), threads=3),
+        f"open({str(data / 'read.txt')!r}).read()",
+        f"open({str(data / 'written.txt')!r}, 'w').write('y')",
+        f"sorted(_os.listdir({str(data)!r}))",
+        "print(_os.environ['OMP_NUM_THREADS'])",
+        bookcache.WRITE_CELL.format(out=str(out)),
+    ])
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "3"
+    seen = json.loads(out.read_text())
+    assert str(data / "read.txt") in seen["reads"] and str(data / "written.txt") not in seen["reads"]
+    assert str(data) in seen["listed"]  # everything is recorded; save_entry keeps the repository's data
