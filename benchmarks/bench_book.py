@@ -29,15 +29,9 @@ from simflib.storage import atomic_write
 OUT = book.ROOT / "data" / "benchmarks" / "book-build.json"
 
 
-def glued(name: str) -> dict[str, Any]:
+def glued(name: str) -> dict[str, str]:
     """The text values a chapter's executed notebook glued."""
-    notebook = nbformat.read(book.EXECUTED / f"{name}.ipynb", as_version=4)
-    return {
-        out["metadata"]["scrapbook"]["name"]: out["data"].get("application/papermill.record/text/plain")
-        for cell in notebook.cells
-        for out in cell.get("outputs", [])
-        if out.get("metadata", {}).get("scrapbook")
-    }
+    return book.glued_values(book.EXECUTED / f"{name}.ipynb")
 
 
 def slowest_cells(name: str, k: int = 3) -> list[dict[str, Any]]:

@@ -222,6 +222,19 @@ def check_parameters(name: str, parameters: Mapping[str, Any], declared: Mapping
             )
 
 
+def glued_values(path: Path) -> dict[str, str]:
+    """``{key: text}`` of every value an executed notebook glued (their ``text/plain`` form)."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    return {
+        out["metadata"]["scrapbook"]["name"]: out["data"]["application/papermill.record/text/plain"]
+        for cell in notebook.cells
+        for out in cell.get("outputs", [])
+        if out.get("metadata", {}).get("scrapbook") and "application/papermill.record/text/plain" in out.get("data", {})
+    }
+
+
 def execution_failed(path: Path) -> bool:
     """Whether an executed notebook recorded an error (papermill's flag, or an error output), or cannot be read."""
     import nbformat

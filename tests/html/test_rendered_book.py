@@ -83,17 +83,10 @@ GLUE_TEXT = re.compile(r"\{glue:text\}`([^`]+)`")
 
 def _glued(name: str) -> dict:
     """The values a chapter's executed notebook glued, by key (text/plain)."""
-    jupytext = pytest.importorskip("jupytext")
     executed = book.EXECUTED / f"{name}.ipynb"
     if not executed.is_file():
         pytest.skip(f"{name} was not executed in this build")
-    recorded = {}
-    for cell in jupytext.read(executed).cells:
-        for output in cell.get("outputs", []):
-            key = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            if key is not None and "application/papermill.record/text/plain" in output["data"]:
-                recorded[key] = output["data"]["application/papermill.record/text/plain"]
-    return recorded
+    return book.glued_values(executed)
 
 
 @pytest.mark.parametrize("name", [*book.chapters(), "intro"])
