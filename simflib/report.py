@@ -166,7 +166,7 @@ def format_table(
     columns: Sequence[str] | None = None,
     *,
     best: Mapping[str, Goal] | None = None,
-    by: str | None = None,
+    by: str | Sequence[str] | None = None,
     exclude: Iterable[Any] = (),
     percent: Iterable[str] = (),
     signed: Iterable[str] = (),
@@ -183,7 +183,8 @@ def format_table(
         columns: The columns to show, in order (default: every column, ``x_mean``/``x_std`` pairs merged).
         best: ``{column: "min" | "max"}``: the best value of each such column is shown in bold, compared by the
             mean for a mean ± sd column.
-        by: An index level (or column) naming the groups within which the best is chosen, e.g. ``"setting"``.
+        by: An index level (or column), or several, naming the groups within which the best is chosen, e.g.
+            ``"setting"`` or ``("setting", "metric")``.
         exclude: Row labels never marked best (e.g. rows that use the ground truth).
         percent: Columns shown as percentages.
         signed: Columns shown with a sign.
@@ -227,14 +228,15 @@ def format_table(
     unknown = set(best) - set(columns)
     if unknown:
         raise KeyError(f"format_table: best names columns that are not shown: {sorted(unknown)}")
-    if by is None:
-        groups = [0] * len(frame)
-    elif by in (frame.index.names or []):
-        groups = list(frame.index.get_level_values(by))
-    elif by in frame.columns:
-        groups = list(frame[by])
-    else:
-        raise KeyError(f"format_table: by={by!r} is neither an index level nor a column")
+    keys: list[list[Any]] = []
+    for level in [] if by is None else [by] if isinstance(by, str) else list(by):
+        if level in (frame.index.names or []):
+            keys.append(list(frame.index.get_level_values(level)))
+        elif level in frame.columns:
+            keys.append(list(frame[level]))
+        else:
+            raise KeyError(f"format_table: by={level!r} is neither an index level nor a column")
+    groups = list(zip(*keys)) if keys else [()] * len(frame)
     bold: dict[str, list[bool]] = {}
     for name, goal in best.items():
         flags = [False] * len(frame)
@@ -277,7 +279,7 @@ def format_summary(
     summary: pd.DataFrame,
     extra: Sequence[str] = (),
     *,
-    by: str | None = None,
+    by: str | Sequence[str] | None = None,
     headers: Mapping[str, str] | None = None,
     best: Mapping[str, Goal] | None = None,
     digits: int = DIGITS,
@@ -291,7 +293,7 @@ def format_summary(
     Args:
         summary: Output of :func:`simflib.metrics.summarize` (possibly with more columns).
         extra: Further columns to show after the summary's.
-        by: Group within which the best is chosen (e.g. ``"setting"``).
+        by: Groups within which the best is chosen (e.g. ``"setting"`` or ``("setting", "metric")``).
         headers: Headers of the extra columns.
         best: Goals of extra columns, ``{column: "min" | "max"}``.
         digits: Significant digits.

@@ -105,6 +105,21 @@ def test_format_table_marks_the_best_per_setting_from_the_numbers():
     assert "white-space: nowrap" in styler.to_html()  # the number columns
 
 
+def test_format_table_groups_by_several_levels():
+    rng = np.random.default_rng(3)
+    index = pd.MultiIndex.from_product(
+        [["nq", "xsum"], ["loss", "f1"], ["blind", "linear", "gptfluence"]], names=["setting", "metric", "simulator"]
+    )
+    frame = pd.DataFrame({"all_steps_mse": rng.uniform(0, 1, len(index))}, index=index)
+    styler = report.format_table(frame, best={"all_steps_mse": "min"}, by=("setting", "metric"))
+    bold = {r for (r, _), props in styler._compute().ctx.items() if ("font-weight", "bold") in props}
+    winners = frame["all_steps_mse"].groupby(level=["setting", "metric"]).idxmin()
+    assert bold == {frame.index.get_loc(w) for w in winners}
+    assert len(bold) == 4  # one per (setting, metric), not one per setting
+    with pytest.raises(KeyError, match="by='task'"):
+        report.format_table(frame, best={"all_steps_mse": "min"}, by=("setting", "task"))
+
+
 def test_format_table_merges_mean_and_sd_by_default_and_rejects_unknown_columns():
     frame = _summary()
     assert list(report.format_table(frame).data.columns) == ["MSE (all steps)", "LDS (final step)", "vs blind"]
