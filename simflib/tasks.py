@@ -27,7 +27,7 @@ import numpy as np
 EMBEDDED = ("boolq", "piqa", "siqa")
 GENERATIVE = ("nq_open", "xsum")
 """Tasks whose test examples are scored on greedy generations (exact match, F1, ROUGE-L, BLEU) besides the loss."""
-XSUM_WORDS = 128
+XSUM_WORDS = 64
 """XSum articles are cut to their first this many words (whitespace-separated), so that a prompt fits a small
 model's budget (articles run to several hundred words), and the lead of a news article carries its gist."""
 ORIGINALS = ("rte", "copa", "winogrande")

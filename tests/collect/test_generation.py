@@ -19,6 +19,7 @@ from simflib.models import (  # noqa: E402
     prompt_and_answer,
 )
 from simflib.runs import RunSet  # noqa: E402
+from simflib.tasks import XSUM_WORDS  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains or loads real models
 
@@ -165,7 +166,7 @@ def test_summaries_are_scored_by_rouge_score_and_sacrebleu_directly(tiny_llama):
         summary = example.references[0]
         assert metrics["rouge_l"][i] == scorer.score(summary, text)["rougeL"].fmeasure
         assert metrics["bleu"][i] == sacrebleu.sentence_bleu(text, [summary]).score / 100
-        assert len(example.context.split()) <= 128  # the article is cut to its first XSUM_WORDS words
+        assert len(example.context.split()) <= XSUM_WORDS  # the article is cut to its first XSUM_WORDS words
 
 
 def test_tracin_cp_works_on_the_loss_of_a_generation_setting(tmp_path, tiny_llama):
