@@ -290,6 +290,36 @@ class AnswerLM(nn.Module):
             mask = (~allowed).to(dtype) * torch.finfo(dtype).min
         return self.lm(input_ids=input_ids, attention_mask=mask).logits
 
+    def answer_token_losses(self, labels: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy of each labelled answer token, (B, L), 0 where ``labels`` is ``IGNORE_INDEX``.
+
+        Equal to :func:`_token_cross_entropy` of :meth:`forward`'s logits. A causal LM of a family whose logits are
+        its output layer applied to the decoder's last hidden states (:data:`HEAD_ONLY_FAMILIES`) computes them at
+        the labelled positions only: the output layer is a vocabulary-wide matmul per position (a fifth of
+        SmolLM2's compute), and a prompt's positions carry no loss.
+
+        Args:
+            labels: (B, L') token labels, L' >= the inputs' length L (see :func:`per_example_loss`).
+            **inputs: :meth:`forward`'s inputs (``input_ids`` and ``attention_mask`` (B, L), ...).
+        """
+        family = getattr(getattr(self.lm, "config", None), "model_type", None)
+        if self.kind != "causal" or family not in HEAD_ONLY_FAMILIES or inputs.get("prebuilt_mask"):
+            return _token_cross_entropy(_full_precision(self(**inputs)), labels)
+        hidden = self.lm.get_decoder()(  # type: ignore[operator]
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).last_hidden_state
+        labels = labels[:, : hidden.shape[1]]
+        answer = labels != IGNORE_INDEX
+        logits = _full_precision(self.lm.get_output_embeddings()(hidden[answer]))  # type: ignore[operator]
+        # the same (1, V, n) cross-entropy kernel as on the full logits, over the labelled positions only
+        tokens = _token_cross_entropy(logits[None], labels[answer][None])[0]
+        return torch.zeros(labels.shape, dtype=tokens.dtype, device=tokens.device).index_put_((answer,), tokens)
+
+
+HEAD_ONLY_FAMILIES = frozenset({"llama", "mistral", "qwen2"})
+"""Causal LM families (``config.model_type``) whose logits are the output layer applied to the decoder's last hidden
+states, with no scaling or capping in between."""
+
 
 @dataclass
 class Encoded:
@@ -496,12 +526,19 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
             L' >= L is allowed when the inputs were cut to their longest sequence (the cut-off positions are
             padding, labelled ``IGNORE_INDEX``).
     """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    logits = _full_precision(logits)
     if labels.dim() == 1:
         return nn.functional.cross_entropy(logits, labels, reduction="none")
-    labels = labels[:, : logits.shape[1]]
-    return _token_cross_entropy(logits, labels).sum(1) / (labels != IGNORE_INDEX).sum(1).clamp(min=1)
+    return _answer_mean(_token_cross_entropy(logits, labels), labels)
+
+
+def _full_precision(logits: torch.Tensor) -> torch.Tensor:
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _answer_mean(tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) mean of (B, L) token losses over each row's labelled tokens (labels cut to L)."""
+    return tokens.sum(1) / (labels[:, : tokens.shape[1]] != IGNORE_INDEX).sum(1).clamp(min=1)
 
 
 def _token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -524,7 +561,11 @@ def example_losses(model: nn.Module, data: Encoded, *, batch_size: int = 8) -> t
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             index = order[start : start + batch_size]
-            out[index] = per_example_loss(model(**data.select(index)), data.labels[index])
+            inputs, labels = data.select(index), data.labels[index]
+            if isinstance(model, AnswerLM):
+                out[index] = _answer_mean(model.answer_token_losses(labels, **inputs), labels)
+            else:
+                out[index] = per_example_loss(model(**inputs), labels)
     return out
 
 
@@ -627,8 +668,12 @@ def option_scores(
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             index = order[start : start + batch_size]
-            logits = model(**data.select(index))
-            value = answer_log_likelihood(logits, data.labels[index]) if logits.dim() == 3 else logits.float()
+            inputs, labels = data.select(index), data.labels[index]
+            if isinstance(model, AnswerLM):
+                value = -model.answer_token_losses(labels, **inputs).sum(1)
+            else:
+                logits = model(**inputs)
+                value = answer_log_likelihood(logits, labels) if logits.dim() == 3 else logits.float()
             if scores is None:
                 scores = torch.empty((len(data), *value.shape[1:]), dtype=torch.float32, device=value.device)
             scores[index] = value

@@ -85,6 +85,44 @@ def test_causal_loss_is_the_mean_answer_token_cross_entropy(tiny_llama):
     torch.testing.assert_close(prebuilt, ours, rtol=1e-6, atol=1e-6)
 
 
+def test_scoring_at_the_answer_positions_equals_the_full_logits(tiny_llama, monkeypatch):
+    """example_losses and option_scores run the output layer at the labelled positions only; their values are the
+    full logits' cross-entropy (to float rounding), with trained LoRA adapters and a ragged batch."""
+    from simflib import models
+    from simflib.models import option_examples, option_scores
+
+    lm, tokenizer, _ = load_model(tiny_llama)
+    model = apply_method(AnswerLM(lm, kind="causal"), "lora").eval()
+    assert lm.config.model_type in models.HEAD_ONLY_FAMILIES
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.2 * torch.randn_like(p))
+    examples = load_task("piqa")[:5]
+    data = encode(examples, tokenizer, mode="causal", max_length=48)
+    options = encode(option_examples(examples), tokenizer, mode="causal", max_length=48)
+    calls = []
+    decoder = model.lm.get_decoder()
+    monkeypatch.setattr(decoder, "forward", lambda *a, _f=decoder.forward, **k: calls.append(1) or _f(*a, **k))
+    with torch.no_grad():
+        losses = example_losses(model, data, batch_size=2)
+        scores = option_scores(model, options, n_options=2, batch_size=3)
+        full_losses = per_example_loss(model(**data.select(torch.arange(5))), data.labels)
+        logits = model(**options.select(torch.arange(10)))
+        tokens = -torch.log_softmax(logits.double(), -1).gather(-1, options.labels[:, : logits.shape[1], None].clamp(min=0))
+        full_scores = -(tokens[..., 0] * (options.labels[:, : logits.shape[1]] != IGNORE_INDEX)).sum(1).reshape(5, 2)
+    assert len(calls) == 3 + 4 + 2  # the decoder alone ran for every batch of both scorers (then twice in full)
+    torch.testing.assert_close(losses, full_losses, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scores.double(), full_scores, rtol=1e-6, atol=1e-6)  # sums of ~100 nats in float32
+    # a family not known to compute its logits this way gets the full logits
+    monkeypatch.setattr(models, "HEAD_ONLY_FAMILIES", frozenset())
+    calls.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(example_losses(model, data, batch_size=2), losses, rtol=0, atol=1e-6)
+    assert len(calls) == 3  # through the whole model (which runs the decoder too)
+
+
 def test_seq2seq_loss_and_decoder_inputs_match_transformers(tiny_t5):
     lm, tokenizer, _ = load_model(tiny_t5)
     model = AnswerLM(lm, kind="seq2seq").eval()
