@@ -293,7 +293,7 @@ class AnswerLM(nn.Module):
     def answer_token_losses(self, labels: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         """The cross-entropy of each labelled answer token, (B, L), 0 where ``labels`` is ``IGNORE_INDEX``.
 
-        Equal to :func:`_token_cross_entropy` of :meth:`forward`'s logits. A causal LM of a family whose logits are
+        Equal to the token cross-entropy of :meth:`forward`'s logits. A causal LM of a family whose logits are
         its output layer applied to the decoder's last hidden states (:data:`HEAD_ONLY_FAMILIES`) computes them at
         the labelled positions only: the output layer is a vocabulary-wide matmul per position (a fifth of
         SmolLM2's compute), and a prompt's positions carry no loss.
