@@ -215,7 +215,7 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     # gives a prompt of about 100 tokens (at most 148 over the first 400 examples) and a reference of about 28;
     # 160 tokens hold prompt and reference for 95% of examples (a longer prompt loses its beginning). 32 new tokens
     # hold 80% of the references whole. m = 16 test examples is what recording 32 runs on a 2-core CPU affords
-    # (about 16 minutes a run: the loss pass and greedy decoding of the test examples take 12 of every 15 seconds).
+    # (about 15 minutes a run, four fifths of it scoring: the loss pass and greedy decoding of the test examples).
     # The sweep (data/sweeps/) tried 3e-4, 1e-3 and 3e-3; 3e-4 reaches the highest mean ROUGE-L.
     "xsum-smollm2-lora": CollectConfig.for_protocol(
         "few_shot",

@@ -295,8 +295,8 @@ class AnswerLM(nn.Module):
 
         Equal to the token cross-entropy of :meth:`forward`'s logits. A causal LM of a family whose logits are
         its output layer applied to the decoder's last hidden states (:data:`HEAD_ONLY_FAMILIES`) computes them at
-        the labelled positions only: the output layer is a vocabulary-wide matmul per position (a fifth of
-        SmolLM2's compute), and a prompt's positions carry no loss.
+        the labelled positions only: the output layer is a vocabulary-wide matmul per position (28M of SmolLM2's
+        135M parameters), and a prompt's positions carry no loss.
 
         Args:
             labels: (B, L') token labels, L' >= the inputs' length L (see :func:`per_example_loss`).
@@ -311,7 +311,7 @@ class AnswerLM(nn.Module):
         labels = labels[:, : hidden.shape[1]]
         answer = labels != IGNORE_INDEX
         logits = _full_precision(self.lm.get_output_embeddings()(hidden[answer]))  # type: ignore[operator]
-        # the same (1, V, n) cross-entropy kernel as on the full logits, over the labelled positions only
+        # the transposed layout the full logits' cross-entropy takes, over the labelled positions only
         tokens = _token_cross_entropy(logits[None], labels[answer][None])[0]
         return torch.zeros(labels.shape, dtype=tokens.dtype, device=tokens.device).index_put_((answer,), tokens)
 
