@@ -197,8 +197,8 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     "piqa-smollm2-lora": CollectConfig.for_protocol(
         "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=20, checkpoints=0
     ),
-    # The same runs scored on m = 100 test examples, as many as every MiniLM setting has (about 14 s a step, 15
-    # minutes a run on two CPU cores). Its first 20 test examples are the m = 20 setting's and the curricula are the
+    # The same runs scored on m = 100 test examples, as many as every MiniLM setting has (12 to 14 s a step, 13 to
+    # 15 minutes a run on two CPU cores). Its first 20 test examples are the m = 20 setting's and the curricula are the
     # same, so each of its runs holds that setting's run, up to float rounding (a test checks it).
     "piqa-smollm2-lora-m100": CollectConfig.for_protocol(
         "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=100, checkpoints=0
