@@ -191,15 +191,11 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     "piqa-minilm-ia3": CollectConfig.for_protocol("few_shot", task="piqa", method="ia3", lr=1e-2, n_runs=64),
     "piqa-minilm-lora": CollectConfig.for_protocol("few_shot", task="piqa", method="lora", lr=3e-3),
     "siqa-minilm-ia3": CollectConfig.for_protocol("many_shot", task="siqa", method="ia3", lr=1e-2, m=50),
-    # A real causal LM at reduced scale: SmolLM2-135M costs about 5 s per step with m = 20 on one CPU core (the
-    # per-step scoring of the test examples dominates), so one run takes minutes and 32 runs hours; PIQA has the
-    # shortest texts of the three tasks. Adapter checkpoints (1.8 MB each) are re-created on demand.
-    "piqa-smollm2-lora": CollectConfig.for_protocol(
-        "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=20, checkpoints=0
-    ),
-    # The same runs scored on m = 100 test examples, as many as every MiniLM setting has (12 to 14 s a step, 13 to
-    # 15 minutes a run on two CPU cores). Its first 20 test examples are the m = 20 setting's and the curricula are the
-    # same, so each of its runs holds that setting's run, up to float rounding (a test checks it).
+    # A real causal LM: SmolLM2-135M on PIQA (the shortest texts of the three tasks), scored on m = 100 test examples
+    # as every MiniLM setting is. On two CPU cores a step takes 12 to 14 s, nine tenths of it scoring the test
+    # examples, so a run takes 13 to 15 minutes and 32 runs most of a day. It replaced a first recording of the
+    # same runs on m = 20 test examples (same pool, seed and curricula), whose trajectories its first 20 test
+    # examples reproduced to float rounding. Adapter checkpoints (1.8 MB each) are re-created on demand.
     "piqa-smollm2-lora-m100": CollectConfig.for_protocol(
         "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=100, checkpoints=0
     ),
