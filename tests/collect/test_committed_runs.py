@@ -73,7 +73,10 @@ def test_committed_settings_are_complete_and_consistent(name):
     else:
         assert len(runs) == cfg.n_runs, f"{name}: {len(runs)} of {cfg.n_runs} runs collected"
     assert all(r.n_steps == runs[0].n_steps for r in runs)
-    np.testing.assert_allclose(np.stack([r.initial_loss for r in runs]), runs[0].initial_loss[None].repeat(len(runs), 0), atol=1e-6)
+    # Every run starts from the same model. Runs recorded in different sittings may land on different machines:
+    # piqa-smollm2-lora-m100's runs 21-31 start from initial losses 1.6e-6 (relative) from those of runs 0-20.
+    initial = np.stack([r.initial_loss for r in runs])
+    np.testing.assert_allclose(initial, initial[:1].repeat(len(runs), 0), rtol=1e-5, atol=0)
 
 
 TRACIN = DATA.parent / "tracin"
