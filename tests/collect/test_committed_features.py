@@ -39,6 +39,8 @@ def test_committed_features_regenerate_for_a_prefix_of_test_examples():
     setting = Setting(DEFAULT_SETTINGS["boolq-minilm-ia3"])
     k = 4
     got = preconditioned_products(setting.model, setting.train_data, setting.test_data.subset(torch.arange(k)))
-    np.testing.assert_allclose(got, feats.gradient_products[:, :k], rtol=1e-5, atol=1e-7 * np.abs(got).max())
+    # A solve against the preconditioner amplifies rounding: two CPU machines gave products differing by up to
+    # 3.3e-7 of the largest one.
+    np.testing.assert_allclose(got, feats.gradient_products[:, :k], rtol=1e-5, atol=1e-6 * np.abs(got).max())
     text = text_embeddings([text_of(e) for e in setting.pool[:k]])
     np.testing.assert_allclose(text, feats.pool_text[:k], rtol=1e-5, atol=1e-6)
