@@ -141,6 +141,28 @@ def mean_sd(mean: Any, sd: Any, *, digits: int = DIGITS) -> str:
     return f"{shown}{_NBSP}\u00b1{_NBSP}{number(sd, digits=digits)}"
 
 
+def index_ranges(indices: Iterable[int]) -> str:
+    """Integers written as runs of consecutive values: ``[0, 1, 2, 5, 7, 8]`` reads "0\u20132, 5, 7\u20138".
+
+    Args:
+        indices: Distinct integers, in any order.
+
+    Returns:
+        The text, ranges joined by ", "; empty for no integers.
+    """
+    values = sorted(int(i) for i in indices)
+    if len(set(values)) != len(values):
+        raise ValueError(f"index_ranges: repeated values in {values}")
+    parts: list[str] = []
+    start = 0
+    for k in range(1, len(values) + 1):
+        if k == len(values) or values[k] != values[k - 1] + 1:
+            first, last = values[start], values[k - 1]
+            parts.append(str(first) if first == last else f"{first}\u2013{last}")
+            start = k
+    return ", ".join(parts)
+
+
 def best_mask(values: Sequence[float] | pd.Series, goal: Goal) -> list[bool]:
     """Which values are the best (ties all marked; undefined values never).
 

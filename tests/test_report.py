@@ -48,6 +48,24 @@ def test_number_keeps_the_significant_digits_pythons_g_format_keeps():
         assert len(digits) >= 3, (x, shown)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_index_ranges_read_back_to_the_same_integers(seed):
+    rng = np.random.default_rng(seed)
+    values = sorted(rng.choice(40, size=rng.integers(0, 40), replace=False).tolist())
+    text = report.index_ranges(rng.permutation(values).tolist())
+    expanded, bounds = [], []  # parse the text back (the independent expectation: the set we started from)
+    for part in filter(None, text.split(", ")):
+        first, _, last = part.partition("\u2013")
+        bounds.append((int(first), int(last or first)))
+        assert not last or int(last) > int(first)  # a written range spans two values at least
+        expanded += range(bounds[-1][0], bounds[-1][1] + 1)
+    assert expanded == values
+    assert all(b[0] > a[1] + 1 for a, b in zip(bounds, bounds[1:]))  # maximal ranges: no two could merge
+    assert report.index_ranges([0, 1, 2, 5, 7, 8]) == "0\u20132, 5, 7\u20138"
+    with pytest.raises(ValueError, match="repeated"):
+        report.index_ranges([1, 1])
+
+
 def test_mean_sd_is_one_unbreakable_cell():
     text = report.mean_sd(0.08541, 0.01123)
     assert text == "0.0854\u00a0\u00b1\u00a00.0112"

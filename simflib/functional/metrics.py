@@ -106,7 +106,7 @@ def lds_per_example(pred: ArrayLike, true: ArrayLike, *, step: int = -1, rtol: f
         true: (R, T + 1, m) observed trajectories of the same runs.
         step: Which step (default the last, T).
         rtol: Relative tolerance under which a test example's values across runs count as constant
-            (``LDS_RTOL``, 1e-6).
+            (``LDS_RTOL``, 1e-5).
 
     Returns:
         (m,) correlations; NaN for a test example whose simulated or observed losses are constant across runs (a

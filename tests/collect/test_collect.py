@@ -126,6 +126,12 @@ def test_config_json_is_the_provenance(tmp_path, tiny_bert):
 
     assert len(RunSet.load(tmp_path)) == 1  # a collected folder loads like a file
     assert run_meta["wall_time_s"] > 0 and run_meta["device"] == "cpu"
+    import torch
+
+    model, _, capability = run_meta["processor"].rpartition(", ")
+    assert capability == torch.backends.cpu.get_cpu_capability()
+    if Path("/proc/cpuinfo").is_file():
+        assert f"model name\t: {model}\n" in Path("/proc/cpuinfo").read_text()
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
