@@ -196,7 +196,7 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     # examples, so a run takes 13 to 15 minutes and 32 runs most of a day. It replaced a first recording of the
     # same runs on m = 20 test examples (same pool, seed and curricula), whose trajectories its first 20 test
     # examples reproduced to float rounding: within 6e-6 of their value, except run 30, whose gap grew over its 64
-    # steps to 9.7e-5 (its two recordings ran on different CPUs, and each m = 100 run checked regenerates bit for bit
+    # steps to 9.7e-5 (its two recordings ran on different CPUs; runs 29 and 30 of m = 100 regenerate bit for bit
     # on a CPU of its own kind). Adapter checkpoints (1.8 MB each) are re-created on demand.
     "piqa-smollm2-lora-m100": CollectConfig.for_protocol(
         "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=100, checkpoints=0
