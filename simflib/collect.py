@@ -197,7 +197,7 @@ DEFAULT_SETTINGS: dict[str, CollectConfig] = {
     # same runs on m = 20 test examples (same pool, seed and curricula), whose trajectories its first 20 test
     # examples reproduced to float rounding: within 6e-6 of their value, except run 30, whose gap grew over its 64
     # steps to 9.7e-5 (its two recordings ran on different CPUs; runs 29 and 30 of m = 100 regenerate bit for bit
-    # on a CPU of its own kind). Adapter checkpoints (1.8 MB each) are re-created on demand.
+    # on a CPU of their own kind). Adapter checkpoints (1.8 MB each) are re-created on demand.
     "piqa-smollm2-lora-m100": CollectConfig.for_protocol(
         "few_shot", task="piqa", model="smollm2", method="lora", lr=1e-3, m=100, checkpoints=0
     ),
